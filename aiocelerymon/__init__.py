@@ -1,0 +1,28 @@
+"""aiocelerymon: async-native monitoring and control for Celery clusters."""
+
+from __future__ import annotations
+
+from aiocelerymon._url import BrokerURL, parse_url
+from aiocelerymon._version import __version__
+from aiocelerymon.exceptions import (
+    AiocelerymonError,
+    ConfigurationError,
+    ConnectError,
+    ConnectionLostError,
+    TransportError,
+)
+from aiocelerymon.transports import RetryPolicy, Transport, create_transport
+
+__all__ = [
+    "AiocelerymonError",
+    "BrokerURL",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionLostError",
+    "RetryPolicy",
+    "Transport",
+    "TransportError",
+    "__version__",
+    "create_transport",
+    "parse_url",
+]

@@ -1,0 +1,513 @@
+"""The transport contract and the machinery every adapter shares.
+
+An adapter implements five hooks (``_open``, ``_close_connection``, ``_publish``, ``_subscribe``,
+``_unsubscribe``) and reports a dropped connection with ``_connection_lost``. This base owns
+everything else, identically for every broker: state, deadlines, reconnection with jittered
+backoff (one WARNING per outage, not per attempt), replay of live subscriptions with a bumped
+*generation*, and clean teardown. Publishing is never retried: a command that may have reached
+the broker must not be sent twice (httpcore retries only the connect phase, for the same reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+from aiocelerymon._url import BrokerURL
+from aiocelerymon.exceptions import (
+    ClosedError,
+    ConnectError,
+    ConnectionLostError,
+    EndOfSubscription,
+    TransportError,
+)
+from aiocelerymon.wire.entities import Binding, Delivery, Exchange, Message
+
+__all__ = [
+    "RetryPolicy",
+    "Subscription",
+    "SubscriptionBase",
+    "Transport",
+    "TransportBase",
+    "TransportState",
+]
+
+log = logging.getLogger("aiocelerymon.transport")
+
+
+class TransportState(StrEnum):
+    """Where a transport is in its life."""
+
+    IDLE = "IDLE"
+    CONNECTING = "CONNECTING"
+    CONNECTED = "CONNECTED"
+    RECONNECTING = "RECONNECTING"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, for (re)connecting only.
+
+    Each delay is drawn from ``[d/2, d]`` ("equal jitter") so a fleet of monitors does not
+    reconnect in lock-step after a broker restart.
+    """
+
+    initial: float = 0.2
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: bool = True
+    #: ``None`` retries forever (a monitor should outlive a broker outage).
+    max_attempts: int | None = None
+
+    def delays(self) -> Iterator[float]:
+        """Yield the wait before each retry."""
+        delay = self.initial
+        attempt = 0
+        while self.max_attempts is None or attempt < self.max_attempts:
+            attempt += 1
+            yield random.uniform(delay / 2, delay) if self.jitter else delay
+            delay = min(self.maximum, delay * self.multiplier)
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """An open binding that yields :class:`Delivery` objects; an async context manager."""
+
+    @property
+    def queue(self) -> str:
+        """The effective queue name (needed to address replies)."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """How many times the adapter reconnected and restored this subscription."""
+        ...
+
+    async def receive(self) -> Delivery:
+        """Wait for the next delivery.
+
+        Raises:
+            EndOfSubscription: the subscription (or its transport) was closed.
+            ConnectionLostError: the adapter gave up reconnecting.
+        """
+        ...
+
+    def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    async def aclose(self) -> None:
+        """Stop consuming and remove what the subscription created (exclusive queues, bindings)."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A broker connection in aiocelerymon's own types; no driver type crosses it."""
+
+    url: BrokerURL
+
+    @property
+    def state(self) -> TransportState:
+        """The current state; cheap, no I/O."""
+        ...
+
+    async def connect(self) -> None:
+        """Connect (idempotent); later drops are repaired in the background.
+
+        Raises:
+            ConnectError: the first connection failed within ``connect_timeout``.
+            ClosedError: the transport was closed.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close (idempotent): end every subscription, clean up, disconnect."""
+        ...
+
+    async def publish(self, message: Message, exchange: Exchange, routing_key: str = "") -> None:
+        """Publish once, declaring ``exchange`` first if this connection has not yet.
+
+        Raises:
+            ConnectionLostError: no connection within ``connect_timeout``, or it broke mid-publish
+                (the message may or may not have been sent; it is never re-sent).
+            BrokerRefusedError: the broker refused the exchange or the publish.
+            ClosedError: the transport was closed.
+        """
+        ...
+
+    def subscribe(self, binding: Binding) -> Subscription:
+        """Return a subscription; it declares and starts consuming on ``__aenter__``.
+
+        Raises:
+            ClosedError: the transport was closed.
+        """
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class SubscriptionBase:
+    """The shared subscription: a delivery buffer fed by the adapter, with a generation counter.
+
+    Adapters keep their per-subscription driver state in :attr:`handle`.
+    """
+
+    def __init__(self, transport: TransportBase, binding: Binding) -> None:
+        self.binding = binding
+        # A stable name across reconnects, so replayed bindings keep addressing the same queue.
+        self._queue = binding.queue or f"aiocelerymon.{uuid.uuid4()}"
+        self._transport = transport
+        self._buffer: deque[Delivery] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._generation = 0
+        self._started = False
+        self._closed = False
+        self._error: BaseException | None = None
+        #: Adapter-owned state (consumer tag, channel, reader task...).
+        self.handle: Any = None
+
+    @property
+    def queue(self) -> str:
+        """The effective queue name."""
+        return self._queue
+
+    @property
+    def generation(self) -> int:
+        """Reconnect-and-restore count; compare it to detect a possible gap."""
+        return self._generation
+
+    @property
+    def closed(self) -> bool:
+        """True once the subscription ended."""
+        return self._closed
+
+    # -- called by adapters ------------------------------------------------------------------
+
+    def feed(self, delivery: Delivery) -> None:
+        """Hand a delivery to the consumer (no-op once closed)."""
+        if self._closed:
+            return
+        self._buffer.append(delivery)
+        self._wake()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- consumer API ------------------------------------------------------------------------
+
+    async def receive(self) -> Delivery:
+        """Wait for the next delivery (see :class:`Subscription`)."""
+        while not self._buffer:
+            if self._closed:
+                if self._error is not None:
+                    raise ConnectionLostError(str(self._error)) from self._error
+                raise EndOfSubscription(f"subscription to {self._queue!r} is closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._buffer.popleft()
+
+    def receive_nowait(self) -> Delivery | None:
+        """Return a buffered delivery or None, without waiting."""
+        return self._buffer.popleft() if self._buffer else None
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Delivery]:
+        while True:
+            try:
+                yield await self.receive()
+            except EndOfSubscription:
+                return
+
+    async def start(self) -> Self:
+        """Declare and start consuming (what ``async with`` does)."""
+        if self._started:
+            return self
+        self._started = True
+        await self._transport._start(self)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop consuming and clean up; safe to call twice and under cancellation."""
+        if self._closed and self not in self._transport._subs:
+            return
+        self._end()
+        await self._transport._stop(self)
+
+    async def __aenter__(self) -> Self:
+        try:
+            return await self.start()
+        except BaseException:
+            self._end()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self._queue!r} {state} gen={self._generation}>"
+
+
+class TransportBase(ABC):
+    """State, deadlines, reconnection and subscription replay for every adapter."""
+
+    def __init__(
+        self,
+        url: BrokerURL,
+        *,
+        transport_options: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+        connect_timeout: float = 4.0,
+    ) -> None:
+        self.url = url
+        self.transport_options: dict[str, Any] = dict(transport_options or {})
+        self.retry = retry or RetryPolicy()
+        #: Celery's ``broker_connection_timeout`` default is 4 s.
+        self.connect_timeout = connect_timeout
+        self._state = TransportState.IDLE
+        self._subs: set[SubscriptionBase] = set()
+        self._ready = asyncio.Event()
+        self._connect_lock = asyncio.Lock()
+        self._reconnector: asyncio.Task[None] | None = None
+
+    # -- adapter hooks -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def _open(self) -> None:
+        """Establish the connection(s). Raise a :class:`TransportError` on failure."""
+
+    @abstractmethod
+    async def _close_connection(self) -> None:
+        """Drop the connection(s) quietly; must not raise."""
+
+    @abstractmethod
+    async def _publish(self, message: Message, exchange: Exchange, routing_key: str) -> None:
+        """Declare ``exchange`` if needed and publish once."""
+
+    @abstractmethod
+    async def _subscribe(self, sub: SubscriptionBase) -> None:
+        """Declare, bind and start feeding ``sub`` (also called to restore after a reconnect)."""
+
+    @abstractmethod
+    async def _unsubscribe(self, sub: SubscriptionBase) -> None:
+        """Stop feeding ``sub`` and remove what it created; called while connected."""
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> TransportState:
+        """The current state."""
+        return self._state
+
+    async def connect(self) -> None:
+        """Connect; see :class:`Transport`."""
+        async with self._connect_lock:
+            if self._state is TransportState.CLOSED:
+                raise ClosedError(f"{self!r} is closed")
+            if self._state is not TransportState.IDLE:
+                return
+            self._state = TransportState.CONNECTING
+            try:
+                await self._open_within_deadline()
+            except BaseException:
+                self._state = TransportState.IDLE
+                await self._close_connection()
+                raise
+            self._state = TransportState.CONNECTED
+            self._ready.set()
+
+    async def publish(self, message: Message, exchange: Exchange, routing_key: str = "") -> None:
+        """Publish once; see :class:`Transport`."""
+        await self._wait_ready()
+        await self._publish(message, exchange, routing_key)
+
+    def subscribe(self, binding: Binding) -> SubscriptionBase:
+        """Create a subscription; see :class:`Transport`."""
+        self._check_open()
+        return SubscriptionBase(self, binding)
+
+    async def aclose(self) -> None:
+        """Close; see :class:`Transport`."""
+        if self._state is TransportState.CLOSED:
+            return
+        connected = self._state is TransportState.CONNECTED
+        self._state = TransportState.CLOSED
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnector
+        subs, self._subs = list(self._subs), set()
+        for sub in subs:
+            sub._end()
+            if connected:
+                await self._quiet_unsubscribe(sub)
+        await self._close_connection()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url.redacted()} {self._state.value}>"
+
+    # -- machinery ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state is TransportState.CLOSED:
+            raise ClosedError(f"{self!r} is closed")
+
+    async def _open_within_deadline(self) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._open()
+        except TimeoutError as exc:
+            raise ConnectError(
+                f"could not connect to {self.url.redacted()} within {self.connect_timeout}s"
+            ) from exc
+
+    async def _wait_ready(self) -> None:
+        self._check_open()
+        if self._state is TransportState.IDLE:
+            await self.connect()
+            return
+        if self._ready.is_set():
+            return
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._ready.wait()
+        except TimeoutError as exc:
+            raise ConnectionLostError(
+                f"broker {self.url.redacted()} unreachable for {self.connect_timeout}s"
+            ) from exc
+        self._check_open()
+
+    async def _start(self, sub: SubscriptionBase) -> None:
+        await self._wait_ready()
+        self._subs.add(sub)
+        try:
+            await self._subscribe(sub)
+        except BaseException:
+            self._subs.discard(sub)
+            # Remove whatever was declared before the failure (a binding member, a queue...).
+            if self._state is TransportState.CONNECTED:
+                await asyncio.shield(self._quiet_unsubscribe(sub))
+            raise
+
+    async def _stop(self, sub: SubscriptionBase) -> None:
+        if sub not in self._subs:
+            return
+        self._subs.discard(sub)
+        if self._state is TransportState.CONNECTED:
+            # Shielded: a cancelled caller must still leave no consumer or binding behind.
+            await asyncio.shield(self._quiet_unsubscribe(sub))
+
+    async def _quiet_unsubscribe(self, sub: SubscriptionBase) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._unsubscribe(sub)
+        except (TransportError, OSError, TimeoutError) as exc:
+            log.debug("cleanup of %r on %s failed: %r", sub, self.url.redacted(), exc)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        """Adapters call this when a connection dropped; starts one reconnect loop."""
+        if self._state is not TransportState.CONNECTED:
+            return
+        self._state = TransportState.RECONNECTING
+        self._ready.clear()
+        log.warning(
+            "connection to %s lost (%s); reconnecting", self.url.redacted(), exc or "closed"
+        )
+        self._reconnector = asyncio.get_running_loop().create_task(
+            self._reconnect(), name=f"aiocelerymon-reconnect-{self.url.redacted()}"
+        )
+
+    async def _reconnect(self) -> None:
+        attempts = 0
+        delays = self.retry.delays()
+        while True:
+            attempts += 1
+            await self._close_connection()
+            try:
+                await self._open_within_deadline()
+                for sub in list(self._subs):
+                    # Bump first: deliveries after the restore carry the new generation.
+                    sub._generation += 1
+                    await self._subscribe(sub)
+            except (TransportError, OSError) as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    log.error(
+                        "giving up on %s after %d attempts: %r",
+                        self.url.redacted(),
+                        attempts,
+                        exc,
+                    )
+                    self._give_up(exc)
+                    return
+                log.debug("reconnect attempt %d to %s failed: %r", attempts, self.url, exc)
+                await asyncio.sleep(delay)
+                continue
+            break
+        self._state = TransportState.CONNECTED
+        self._ready.set()
+        log.info("reconnected to %s after %d attempt(s)", self.url.redacted(), attempts)
+
+    def _give_up(self, exc: BaseException) -> None:
+        error = ConnectionLostError(f"gave up reconnecting to {self.url.redacted()}: {exc!r}")
+        self._state = TransportState.CLOSED
+        subs, self._subs = list(self._subs), set()
+        for sub in subs:
+            sub._end(error)
