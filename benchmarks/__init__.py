@@ -1,0 +1,1 @@
+"""Benchmarks: ours side by side with Celery's on the same input (``nox -s bench``)."""
