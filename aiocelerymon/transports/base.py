@@ -25,10 +25,12 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from aiocelerymon._url import BrokerURL
 from aiocelerymon.exceptions import (
+    BrokerRefusedError,
     ClosedError,
     ConnectError,
     ConnectionLostError,
     EndOfSubscription,
+    ResourceLockedError,
     TransportError,
 )
 from aiocelerymon.wire.entities import Binding, Delivery, Exchange, Message
@@ -371,6 +373,24 @@ class TransportBase(ABC):
         self._check_open()
         return SubscriptionBase(self, binding)
 
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until connected (e.g. after an outage); ``timeout`` defaults to connect_timeout.
+
+        Raises:
+            ConnectionLostError: still not connected when the deadline passed.
+            ClosedError: the transport was closed.
+        """
+        self._check_open()
+        if self._state is TransportState.IDLE:
+            await self.connect()
+            return
+        try:
+            async with asyncio.timeout(self.connect_timeout if timeout is None else timeout):
+                await self._ready.wait()
+        except TimeoutError as exc:
+            raise ConnectionLostError(f"{self.url.redacted()} still unreachable") from exc
+        self._check_open()
+
     async def aclose(self) -> None:
         """Close; see :class:`Transport`."""
         if self._state is TransportState.CLOSED:
@@ -419,20 +439,9 @@ class TransportBase(ABC):
             ) from exc
 
     async def _wait_ready(self) -> None:
-        self._check_open()
-        if self._state is TransportState.IDLE:
-            await self.connect()
+        if self._state is TransportState.CONNECTED:
             return
-        if self._ready.is_set():
-            return
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                await self._ready.wait()
-        except TimeoutError as exc:
-            raise ConnectionLostError(
-                f"broker {self.url.redacted()} unreachable for {self.connect_timeout}s"
-            ) from exc
-        self._check_open()
+        await self.wait_connected()
 
     async def _start(self, sub: SubscriptionBase) -> None:
         await self._wait_ready()
@@ -485,7 +494,16 @@ class TransportBase(ABC):
                 for sub in list(self._subs):
                     # Bump first: deliveries after the restore carry the new generation.
                     sub._generation += 1
-                    await self._subscribe(sub)
+                    try:
+                        await self._subscribe(sub)
+                    except BrokerRefusedError as exc:
+                        if isinstance(exc, ResourceLockedError):
+                            raise  # the old exclusive queue is not released yet: retry
+                        # Permanent for this binding (e.g. its exchange was redeclared with
+                        # other flags): end it visibly and keep restoring the others.
+                        log.error("cannot restore %r on %s: %s", sub, self.url.redacted(), exc)
+                        self._subs.discard(sub)
+                        sub._end(exc)
             except (TransportError, OSError) as exc:
                 delay = next(delays, None)
                 if delay is None:

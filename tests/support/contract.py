@@ -219,4 +219,6 @@ class TransportContract:
                         break
             assert d.body == b"after"
             assert sub.generation >= 1
+            # A restored consumer may deliver before the reconnect loop marks the transport up.
+            await t.wait_connected(DEADLINE)
             assert t.state is TransportState.CONNECTED
