@@ -71,15 +71,15 @@ class BrokerURL:
         return self._render(self.password)
 
     def _render(self, password: str | None) -> str:
+        auth = ""
+        if self.username is not None or password is not None:
+            auth = quote(self.username or "", safe="")
+            if password is not None:
+                auth += ":" + (password if password == "**" else quote(password, safe=""))
+            auth += "@"
         if self.scheme == "redis+socket":
-            netloc, path = "", self.hostname
+            netloc, path = auth, self.hostname
         else:
-            auth = ""
-            if self.username is not None or password is not None:
-                auth = quote(self.username or "", safe="")
-                if password is not None:
-                    auth += ":" + (password if password == "**" else quote(password, safe=""))
-                auth += "@"
             host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
             netloc = auth + host + (f":{self.port}" if self.port is not None else "")
             path = "/" + self.path
@@ -114,7 +114,10 @@ def parse_url(url: str | BrokerURL) -> BrokerURL:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     if scheme == "redis+socket":
-        return BrokerURL(scheme, transport, parts.path, None, None, None, "", query, False)
+        # kombu accepts credentials here too: redis+socket://[user]:password@/path/to.sock
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        return BrokerURL(scheme, transport, parts.path, None, username, password, "", query, False)
     try:
         port = parts.port
     except ValueError:

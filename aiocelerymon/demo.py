@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiocelerymon.exceptions import ProtocolError
-from aiocelerymon.transports import Binding, Transport, create_transport
+from aiocelerymon.transports import Transport, create_transport
 from aiocelerymon.wire import codec, names
 from aiocelerymon.wire.clock import LamportClock
 from aiocelerymon.wire.event import decode_events, event, event_message
@@ -46,7 +46,7 @@ async def simulated_node(
         batch: list[dict[str, Any]] = []
         for _ in range(tasks):
             task_id = str(uuid.uuid4())
-            fields = {"uuid": task_id}
+            fields: dict[str, Any] = {"uuid": task_id}
             batch.append(
                 event(
                     "task-received",
@@ -155,8 +155,8 @@ async def main(tasks: int, timeout: float) -> int:
                     extra = f" {ev['uuid']}" if "uuid" in ev else ""
                     stamp = datetime.fromtimestamp(ev["timestamp"], UTC)
                     print(f"{ev['hostname']} [{stamp}] {kind}{extra}")
-        for node in nodes:
-            node.cancel()
+        for task in nodes:
+            task.cancel()
         await asyncio.gather(*nodes, return_exceptions=True)
         await monitor.aclose()
     return 0 if len(replies) == len(NODES) else 69

@@ -316,6 +316,10 @@ class TransportBase(ABC):
         self._ready = asyncio.Event()
         self._connect_lock = asyncio.Lock()
         self._reconnector: asyncio.Task[None] | None = None
+        # A loss reported while a reconnect restores: the restore must be redone.
+        self._lost_during_restore: BaseException | None = None
+        # Stopped while reconnecting: their bindings are still on the broker.
+        self._orphans: list[SubscriptionBase] = []
 
     # -- adapter hooks -----------------------------------------------------------------------
 
@@ -462,6 +466,8 @@ class TransportBase(ABC):
         if self._state is TransportState.CONNECTED:
             # Shielded: a cancelled caller must still leave no consumer or binding behind.
             await asyncio.shield(self._quiet_unsubscribe(sub))
+        elif self._state is TransportState.RECONNECTING:
+            self._orphans.append(sub)  # cleaned up by _reconnect once connected
 
     async def _quiet_unsubscribe(self, sub: SubscriptionBase) -> None:
         try:
@@ -472,6 +478,10 @@ class TransportBase(ABC):
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         """Adapters call this when a connection dropped; starts one reconnect loop."""
+        if self._state is TransportState.RECONNECTING:
+            # A connection the restore just made died: redo the restore, do not report CONNECTED.
+            self._lost_during_restore = exc or ConnectionLostError("closed during restore")
+            return
         if self._state is not TransportState.CONNECTED:
             return
         self._state = TransportState.RECONNECTING
@@ -489,9 +499,14 @@ class TransportBase(ABC):
         while True:
             attempts += 1
             await self._close_connection()
+            self._lost_during_restore = None  # losses of what was just closed are stale
             try:
                 await self._open_within_deadline()
+                while self._orphans:
+                    await self._quiet_unsubscribe(self._orphans.pop())
                 for sub in list(self._subs):
+                    if sub not in self._subs:
+                        continue  # stopped while the others were being restored
                     # Bump first: deliveries after the restore carry the new generation.
                     sub._generation += 1
                     try:
@@ -504,6 +519,10 @@ class TransportBase(ABC):
                         log.error("cannot restore %r on %s: %s", sub, self.url.redacted(), exc)
                         self._subs.discard(sub)
                         sub._end(exc)
+                if self._lost_during_restore is not None:
+                    raise ConnectionLostError(
+                        f"{self.url.redacted()} dropped again during the restore"
+                    ) from self._lost_during_restore
             except (TransportError, OSError) as exc:
                 delay = next(delays, None)
                 if delay is None:

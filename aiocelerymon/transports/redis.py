@@ -1,0 +1,837 @@
+"""Redis adapter: kombu's ``redis`` virtual transport, spoken with redis.asyncio.
+
+Fanout and topic exchanges are Redis pub/sub: ``PUBLISH`` to ``[pfx]/{db}.<exchange>[/<rk>]`` and
+``PSUBSCRIBE`` on one pub/sub connection shared by every such subscription, read by one task.
+Direct exchanges are kombu's emulation: the publisher reads the binding set
+``_kombu.binding.<exchange>`` and ``LPUSH``es to one list per priority step of each matching
+queue, which its consumer drains with ``BRPOP`` on a connection of its own.
+(shared/reference/celery-wire-protocol.md §3; names and envelopes in ``wire/kombu_redis.py``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl as _ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final
+
+import redis.exceptions as rexc
+from redis.asyncio import Redis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.credentials import UsernamePasswordCredentialProvider
+
+from aiocelerymon._url import BrokerURL, parse_url
+from aiocelerymon.exceptions import (
+    AuthenticationError,
+    BrokerRefusedError,
+    ConfigurationError,
+    ConnectError,
+    ConnectionLostError,
+    DecodeError,
+    TransportError,
+)
+from aiocelerymon.transports.base import SubscriptionBase, TransportBase
+from aiocelerymon.wire.entities import Delivery, Exchange, ExchangeKind, Message
+from aiocelerymon.wire.kombu_redis import RedisNaming, decode_envelope, encode_envelope
+
+__all__ = ["RedisTransport", "connection_params", "map_error"]
+
+log = logging.getLogger("aiocelerymon.transport.redis")
+
+#: Server-side BRPOP timeout in seconds: kombu's ``Transport.brpop_timeout`` default.
+BRPOP_TIMEOUT: Final = 1
+#: How often a direct consumer re-asserts its binding member and deadline. kombu 5.7 refreshes
+#: every ttl/3 (20 min) and sweeps every 60 s; refreshing every 60 s re-creates a table that a
+#: sweep deleted (after a long stall of ours) before a publisher misses it for long.
+BINDING_REFRESH_INTERVAL: Final = 60.0
+#: kombu 5.7 ``MIN_BINDING_TTL``/``BINDING_EXPIRES_FACTOR``: deadline = now + max(2 x-expires, 1 h).
+MIN_BINDING_TTL_MS: Final = 3_600_000
+BINDING_EXPIRES_FACTOR: Final = 2
+#: Idle seconds before the pub/sub connection is PINGed, and again before it is declared dead
+#: (kombu's ``health_check_interval`` default, 25 s): finds half-open TCP connections.
+PUBSUB_HEALTH_INTERVAL: Final = 25.0
+#: Extra seconds a BRPOP reply may take beyond its server timeout before the link is deemed
+#: half-open (kombu 5.7 allows ``health_check_interval``, 25 s; replies matter sooner here).
+BRPOP_GRACE: Final = 10.0
+#: Bound on one publish/subscribe round of commands (they never block server-side). Applied
+#: with asyncio.timeout, not redis-py's ``socket_timeout``: that one wraps writes in
+#: ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation (seen in testing).
+COMMAND_TIMEOUT: Final = 10.0
+#: How much of an undecodable payload goes into the warning.
+_EXCERPT: Final = 120
+
+#: Driver error -> library error; :func:`map_error` walks the MRO, so the most specific wins
+#: (redis-py's AuthenticationError is a subclass of its ConnectionError).
+_ERRORS: Final[dict[type[BaseException], type[TransportError]]] = {
+    rexc.AuthenticationError: AuthenticationError,
+    rexc.AuthorizationError: AuthenticationError,
+    # "wrong number of arguments for 'auth'": a username sent to a Redis < 6 server.
+    rexc.AuthenticationWrongNumberOfArgsError: AuthenticationError,
+    rexc.ConnectionError: ConnectionLostError,
+    rexc.TimeoutError: ConnectionLostError,
+    rexc.ResponseError: BrokerRefusedError,
+    rexc.RedisError: TransportError,
+    OSError: ConnectionLostError,
+}
+
+#: ``ssl_cert_reqs`` goes to redis-py by name: its asyncio SSL context before 6.x accepts only
+#: the strings (a ``VerifyMode`` leaves it without ``cert_reqs`` and every TLS connect fails).
+_CERT_REQS: Final[dict[_ssl.VerifyMode, str]] = {
+    _ssl.CERT_NONE: "none",
+    _ssl.CERT_OPTIONAL: "optional",
+    _ssl.CERT_REQUIRED: "required",
+}
+
+#: Celery's ``broker_use_ssl`` keys for Redis (kombu hands them to redis-py unchanged), plus
+#: py-amqp's spelling of the same four, which people copy from their RabbitMQ settings.
+_SSL_KEYS: Final[dict[str, str]] = {
+    "ssl_cert_reqs": "ssl_cert_reqs",
+    "ssl_ca_certs": "ssl_ca_certs",
+    "ssl_certfile": "ssl_certfile",
+    "ssl_keyfile": "ssl_keyfile",
+    "ssl_check_hostname": "ssl_check_hostname",
+    "cert_reqs": "ssl_cert_reqs",
+    "ca_certs": "ssl_ca_certs",
+    "certfile": "ssl_certfile",
+    "keyfile": "ssl_keyfile",
+    "check_hostname": "ssl_check_hostname",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and errors (pure; unit-tested without a server)
+
+
+def _cert_reqs(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, int) and not isinstance(value, bool):  # VerifyMode is an IntEnum
+        with contextlib.suppress(ValueError):
+            return _CERT_REQS[_ssl.VerifyMode(value)]
+    elif isinstance(value, str):
+        # Celery accepts "required" and "CERT_REQUIRED" alike (in URLs and settings).
+        name = value.strip().lower().removeprefix("cert_")
+        if name in _CERT_REQS.values():
+            return name
+    raise ConfigurationError(
+        f"ssl_cert_reqs must be CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED, got {value!r}"
+    )
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def ssl_params(url: BrokerURL, ssl: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """redis-py ``ssl_*`` keyword arguments, or None when the connection is not TLS.
+
+    TLS is on for ``rediss://`` (or ``?ssl=true``) and for a truthy ``ssl`` (Celery's
+    ``broker_use_ssl``). Options come from the URL query first, then from the mapping.
+
+    Raises:
+        ConfigurationError: an unknown option, a bad ``ssl_cert_reqs``, or TLS on a Unix socket.
+    """
+    if not (url.ssl or ssl):
+        return None
+    if url.socket_path is not None:
+        raise ConfigurationError("TLS is not supported on a Unix socket (redis+socket://)")
+    raw: dict[str, Any] = {k: v for k, v in url.query.items() if k in _SSL_KEYS}
+    if isinstance(ssl, Mapping):
+        unknown = sorted(str(k) for k in ssl if k not in _SSL_KEYS)
+        if unknown:
+            raise ConfigurationError(
+                f"unsupported Redis ssl option(s) {unknown}; expected some of {sorted(_SSL_KEYS)}"
+            )
+        raw.update(ssl)
+    params: dict[str, Any] = {}
+    for key, value in raw.items():
+        target = _SSL_KEYS[key]
+        if target == "ssl_cert_reqs":
+            params[target] = _cert_reqs(value)
+        elif target == "ssl_check_hostname":
+            params[target] = _flag(value)
+        else:
+            params[target] = None if value is None else str(value)
+    if params.get("ssl_cert_reqs") == "none":
+        # Nothing is verified, so there is no host name to check (ssl refuses the combination).
+        params["ssl_check_hostname"] = False
+    return params
+
+
+def connection_params(
+    url: BrokerURL,
+    ssl: bool | Mapping[str, Any] | None = None,
+    *,
+    connect_timeout: float = 4.0,
+    client_name: str | None = None,
+) -> tuple[type[AbstractConnection], dict[str, Any]]:
+    """The redis-py connection class and keyword arguments for a broker URL.
+
+    The password travels inside a credential provider, so neither this dict nor any repr
+    shows it. redis-py's own retries are off: a command that may have reached the server must
+    not be sent twice, and reconnecting is :class:`TransportBase`'s job.
+    """
+    kwargs: dict[str, Any] = {
+        "db": url.db,
+        "socket_connect_timeout": connect_timeout,
+        # No socket timeout (redis-py >= 6 defaults to 5 s): pub/sub and BRPOP connections sit
+        # idle legitimately, and see COMMAND_TIMEOUT. Liveness: PING, BRPOP deadlines.
+        "socket_timeout": None,
+        "retry": Retry(NoBackoff(), 0),
+        # RESP2 keeps pub/sub messages plain ``[kind, pattern, channel, data]`` arrays.
+        "protocol": 2,
+    }
+    if client_name:
+        kwargs["client_name"] = client_name
+    if url.username is not None or url.password is not None:
+        kwargs["credential_provider"] = UsernamePasswordCredentialProvider(
+            url.username or None, url.password or ""
+        )
+    tls = ssl_params(url, ssl)
+    if url.socket_path is not None:
+        kwargs["path"] = url.socket_path
+        return UnixDomainSocketConnection, kwargs
+    kwargs.update(host=url.hostname or "localhost", port=url.port or 6379, socket_keepalive=True)
+    if tls is not None:
+        kwargs.update(tls)
+        return SSLConnection, kwargs
+    return Connection, kwargs
+
+
+def _execute(client: Redis) -> Callable[..., Awaitable[Any]]:
+    """``client.execute_command`` under one type for every supported redis-py.
+
+    redis-py 5.2 types command methods as ``Awaitable | value`` unions (not awaitable for mypy)
+    and no version annotates ``execute_command``.
+    """
+    execute: Callable[..., Awaitable[Any]] = client.execute_command
+    return execute
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    return text.replace(secret, "**") if secret else text
+
+
+def map_error(exc: BaseException, url: BrokerURL, *, connecting: bool = False) -> TransportError:
+    """Translate a redis-py/OS error into the library's tree (the caller raises it ``from``).
+
+    While connecting, a network failure is a :class:`ConnectError`; later it is a
+    :class:`ConnectionLostError`. The message names the redacted URL and never the password.
+    """
+    target: type[TransportError] = TransportError
+    for klass in type(exc).__mro__:
+        found = _ERRORS.get(klass)
+        if found is not None:
+            target = found
+            break
+    if connecting and target in (ConnectionLostError, TransportError):
+        target = ConnectError
+    detail = _scrub(str(exc) or type(exc).__name__, url.password)
+    err = target(f"{url.redacted()}: {detail}")
+    err.__cause__ = exc
+    return err
+
+
+# --------------------------------------------------------------------------------------------
+# Per-subscription state
+
+
+async def _cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel tasks and wait until they finished.
+
+    Unlike ``suppress(CancelledError)`` around ``await task``, this lets a cancellation of the
+    caller itself propagate.
+    """
+    for task in tasks:
+        task.cancel()
+    pending = {t for t in tasks if not t.done()}
+    if pending:
+        await asyncio.wait(pending)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # mark retrieved; the tasks log their own failures
+
+
+class _Handle:
+    """What one subscription holds on the server and locally (``SubscriptionBase.handle``)."""
+
+    __slots__ = ("binding_key", "consumer", "member", "patterns", "pubsub")
+
+    def __init__(self, binding_key: str, member: str) -> None:
+        self.binding_key = binding_key
+        self.member = member
+        self.patterns: tuple[bytes, ...] = ()
+        self.pubsub: _PubSub | None = None
+        self.consumer: _Consumer | None = None
+
+
+class _Consumer:
+    """One BRPOP loop on its own connection (a blocked connection can do nothing else)."""
+
+    __slots__ = ("conn", "task")
+
+    def __init__(self, conn: AbstractConnection, task: asyncio.Task[None]) -> None:
+        self.conn = conn
+        self.task = task
+
+    async def stop(self) -> None:
+        await _cancel_and_wait(self.task)
+        # A cancelled read leaves a reply in flight; the connection is useless afterwards.
+        with contextlib.suppress(Exception):
+            await self.conn.disconnect(nowait=True)
+
+
+class _PubSub:
+    """The shared pub/sub connection: pattern -> subscriptions, one reader task.
+
+    Subscribe/unsubscribe commands are serialized by a lock and send one pattern each, so every
+    command gets exactly one reply (an ack or an error) and acks resolve a FIFO of futures.
+    """
+
+    def __init__(self, transport: RedisTransport, conn: AbstractConnection, epoch: int) -> None:
+        self.transport = transport
+        self.conn = conn
+        self.epoch = epoch
+        self.routes: dict[bytes, list[SubscriptionBase]] = {}
+        self.closed = False
+        #: Replies read so far; the watchdog only compares it, the read path only bumps it.
+        self.received = 0
+        self._acks: deque[asyncio.Future[None]] = deque()
+        self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        name = f"aiocelerymon-redis-pubsub-{transport.url.redacted()}"
+        self.task = loop.create_task(self._read(), name=name)
+        self.watchdog = loop.create_task(self._watch(), name=name + "-watchdog")
+
+    async def add(self, sub: SubscriptionBase, patterns: Iterable[bytes]) -> None:
+        async with self._lock:
+            for pattern in patterns:
+                subs = self.routes.get(pattern)
+                if subs is None:
+                    self.routes[pattern] = [sub]
+                    # kombu always uses the pattern variant (``PrefixedRedisPubSub``/_subscribe).
+                    await self._command(b"PSUBSCRIBE", pattern)
+                elif sub not in subs:
+                    subs.append(sub)
+
+    async def remove(self, sub: SubscriptionBase, patterns: Iterable[bytes]) -> None:
+        async with self._lock:
+            for pattern in patterns:
+                subs = self.routes.get(pattern)
+                if subs is None or sub not in subs:
+                    continue
+                subs.remove(sub)
+                if not subs:
+                    # A pattern shared by several subscriptions stays until the last one leaves.
+                    del self.routes[pattern]
+                    if not self.closed:
+                        await self._command(b"PUNSUBSCRIBE", pattern)
+
+    async def _command(self, command: bytes, pattern: bytes) -> None:
+        if self.closed or not self.conn.is_connected:
+            raise ConnectionLostError(f"pub/sub connection to {self.transport.url} is down")
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.append(ack)
+        await self.conn.send_command(command, pattern, check_health=False)
+        try:
+            async with asyncio.timeout(self.transport.connect_timeout):
+                await ack
+        except TimeoutError:
+            # A late ack would resolve the wrong future from now on: give the connection up.
+            self._give_up(ConnectionLostError(f"no reply to {command.decode()} in time"))
+            raise ConnectionLostError(
+                f"{self.transport.url.redacted()} did not confirm {command.decode()}"
+            ) from None
+
+    def _settle(self, error: BaseException | None) -> None:
+        ack = self._acks.popleft() if self._acks else None
+        if ack is not None and not ack.done():
+            if error is None:
+                ack.set_result(None)
+            else:
+                ack.set_exception(error)
+
+    async def _read(self) -> None:
+        conn, routes, transport = self.conn, self.routes, self.transport
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            while not me.cancelling():  # see RedisTransport._consume
+                try:
+                    reply = await conn.read_response()
+                except rexc.ResponseError as exc:
+                    # A refused (P)SUBSCRIBE (e.g. an ACL NOPERM): only that command failed.
+                    self._settle(transport._map_error(exc))
+                    continue
+                self.received += 1
+                kind = reply[0]
+                if kind == b"pmessage":
+                    subs = routes.get(reply[1])
+                    if subs:
+                        transport._dispatch(subs, reply[3])
+                elif kind == b"psubscribe" or kind == b"punsubscribe":
+                    self._settle(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(ConnectionLostError(f"pub/sub connection lost: {exc!r}"))
+            if me.cancelling():
+                return  # caused by our own cancellation
+            if not isinstance(exc, (rexc.RedisError, OSError)):
+                # A bug must not leave the subscriptions silently deaf: reconnect and restore.
+                log.exception("pub/sub reader for %s crashed", transport.url)
+            transport._lost(exc, self.epoch)
+        finally:
+            self.closed = True
+
+    async def _watch(self) -> None:
+        """PING an idle connection; if even that gets no reply, drop it so the reader fails.
+
+        Without this a half-open TCP connection (NAT timeout, dead host) would leave every
+        subscription silently deaf; redis-py's PubSub and kombu do the same health check.
+        """
+        seen, pinged = self.received, False
+        while not self.closed:
+            await asyncio.sleep(PUBSUB_HEALTH_INTERVAL)
+            if self.received != seen:
+                seen, pinged = self.received, False
+            elif not pinged:
+                pinged = True
+                with contextlib.suppress(Exception):
+                    # In subscribed mode the reply is ``[b"pong", b""]``; it only bumps received.
+                    await self.conn.send_command(b"PING", check_health=False)
+            else:
+                self._give_up(ConnectionLostError("pub/sub connection stopped answering PING"))
+                return
+
+    def _give_up(self, error: ConnectionLostError) -> None:
+        # Stop the reader ourselves: closing the socket under it would race its parser.
+        self.task.cancel()
+        self._fail(error)
+        self.transport._lost(error, self.epoch)
+
+    def _fail(self, error: BaseException) -> None:
+        self.closed = True
+        while self._acks:
+            self._settle(error)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await _cancel_and_wait(self.watchdog, self.task)
+        self._fail(ConnectionLostError("pub/sub connection closed"))
+        with contextlib.suppress(Exception):
+            await self.conn.disconnect(nowait=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The transport
+
+
+class RedisTransport(TransportBase):
+    """Transport on a Redis server (``redis://``, ``rediss://``, ``redis+socket://``).
+
+    ``transport_options`` are Celery's ``broker_transport_options`` (``global_keyprefix``,
+    ``fanout_prefix``, ``fanout_patterns``, ``sep``, ``priority_steps``, ``client_name``);
+    ``ssl`` is Celery's ``broker_use_ssl``. :attr:`malformed` counts received payloads that
+    could not be decoded.
+    """
+
+    def __init__(
+        self,
+        url: BrokerURL | str,
+        *,
+        ssl: bool | Mapping[str, Any] | None = None,
+        transport_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        parsed = parse_url(url)
+        if parsed.transport != "redis":
+            raise ConfigurationError(f"not a Redis URL: {parsed.redacted()}")
+        super().__init__(parsed, transport_options=transport_options, **kwargs)
+        self.naming = RedisNaming.from_options(parsed.db, self.transport_options)
+        self._conn_class, self._conn_kwargs = connection_params(
+            parsed,
+            ssl,
+            connect_timeout=self.connect_timeout,
+            # kombu's ``client_name`` transport option: CLIENT SETNAME on every connection.
+            client_name=self.transport_options.get("client_name"),
+        )
+        #: Received payloads that failed to decode (each logged once at WARNING).
+        self.malformed = 0
+        self._client: Redis | None = None
+        self._pubsub: _PubSub | None = None
+        self._pubsub_lock = asyncio.Lock()
+        self._consumers: set[_Consumer] = set()
+        # Bumped by every _close_connection: errors from an older connection set are stale.
+        self._epoch = 0
+        self._zadd_gt = True
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _map_error(self, exc: BaseException, *, connecting: bool = False) -> TransportError:
+        return map_error(exc, self.url, connecting=connecting)
+
+    def _new_connection(self) -> AbstractConnection:
+        return self._conn_class(**self._conn_kwargs)
+
+    async def _connect_dedicated(self) -> AbstractConnection:
+        conn = self._new_connection()
+        # redis-py leaves ``connect`` unannotated; this names the type it has.
+        connect: Callable[[], Awaitable[None]] = conn.connect
+        try:
+            await connect()
+        except (rexc.RedisError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise self._map_error(exc) from exc
+        return conn
+
+    async def _open(self) -> None:
+        pool = ConnectionPool(connection_class=self._conn_class, **self._conn_kwargs)
+        client: Redis = Redis.from_pool(pool)
+        self._client = client
+        try:
+            # Really talk to the server, so a wrong port or password fails here, fast.
+            await client.ping()
+        except (rexc.RedisError, OSError) as exc:
+            raise self._map_error(exc, connecting=True) from exc
+
+    async def _close_connection(self) -> None:
+        self._epoch += 1
+        client, self._client = self._client, None
+        pubsub, self._pubsub = self._pubsub, None
+        consumers, self._consumers = list(self._consumers), set()
+        for consumer in consumers:
+            await consumer.stop()
+        if pubsub is not None:
+            await pubsub.aclose()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def _require_client(self) -> Redis:
+        client = self._client
+        if client is None:
+            raise ConnectionLostError(f"not connected to {self.url.redacted()}")
+        return client
+
+    def _lost(self, exc: BaseException, epoch: int) -> None:
+        """A reader saw its connection fail; report it unless that connection set is gone."""
+        if epoch == self._epoch:
+            # TransportBase also handles a loss during a restore (it redoes the restore).
+            self._connection_lost(exc)
+
+    # -- publish -----------------------------------------------------------------------------
+
+    async def _publish(self, message: Message, exchange: Exchange, routing_key: str) -> None:
+        client = self._require_client()
+        payload = encode_envelope(message, exchange=exchange.name, routing_key=routing_key)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._publish_commands(client, payload, message, exchange, routing_key)
+        except (rexc.RedisError, OSError) as exc:  # OSError includes TimeoutError
+            raise self._map_error(exc) from exc
+
+    async def _publish_commands(
+        self, client: Redis, payload: bytes, message: Message, exchange: Exchange, rk: str
+    ) -> None:
+        naming = self.naming
+        if exchange.kind is not ExchangeKind.DIRECT:
+            # kombu declares fanout exchanges only in-process: a publish is one command.
+            await client.publish(naming.publish_channel(exchange.name, rk), payload)
+            return
+        if exchange.name:
+            members = await _execute(client)("SMEMBERS", naming.binding_key(exchange.name))
+            queues = self._route(members, rk)
+        else:
+            # The default exchange: kombu's virtual ``basic_publish`` puts straight to the
+            # queue named by the routing key (the ``reply_to.exchange == ""`` shortcut).
+            queues = [rk]
+        if not queues:
+            return  # kombu drops an unroutable message silently (no deadletter_queue)
+        if len(queues) == 1:
+            await _execute(client)("LPUSH", naming.queue_key(queues[0], message.priority), payload)
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.lpush(naming.queue_key(queue, message.priority), payload)
+            await pipe.execute()
+
+    def _route(self, members: Iterable[bytes | str], routing_key: str) -> list[str]:
+        """Queues bound with exactly ``routing_key`` (kombu ``DirectExchange.lookup``)."""
+        queues: list[str] = []
+        for raw in members:
+            member = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            try:
+                rk, _pattern, queue = self.naming.parse_member(member)
+            except DecodeError:
+                continue  # somebody else's malformed member must not break our publish
+            if rk == routing_key and queue not in queues:
+                queues.append(queue)
+        return queues
+
+    # -- receive -----------------------------------------------------------------------------
+
+    def _dispatch(self, subs: list[SubscriptionBase], raw: bytes) -> None:
+        """Decode once per generation and feed every subscription of a pattern."""
+        if len(subs) == 1:
+            sub = subs[0]
+            delivery = self._decode(raw, sub.generation)
+            if delivery is not None:
+                sub.feed(delivery)
+            return
+        decoded: dict[int, Delivery | None] = {}
+        for sub in list(subs):
+            gen = sub.generation
+            if gen not in decoded:
+                decoded[gen] = self._decode(raw, gen)
+            delivery = decoded[gen]
+            if delivery is not None:
+                sub.feed(delivery)
+
+    def _decode(self, raw: bytes, generation: int) -> Delivery | None:
+        try:
+            return decode_envelope(raw, generation=generation)
+        except (DecodeError, ValueError, TypeError) as exc:
+            self.malformed += 1
+            log.warning(
+                "dropping undecodable payload from %s (%d bytes, %s): %r",
+                self.url.redacted(),
+                len(raw),
+                exc,
+                raw[:_EXCERPT],
+            )
+            return None
+
+    # -- subscribe ---------------------------------------------------------------------------
+
+    async def _subscribe(self, sub: SubscriptionBase) -> None:
+        client = self._require_client()
+        binding = sub.binding
+        exchange = binding.exchange.name
+        naming = self.naming
+        old = sub.handle
+        if isinstance(old, _Handle):
+            # Re-entrant: a restore (or a retried start) replaces whatever is left locally.
+            await self._release(sub, old)
+        handle = _Handle(
+            naming.binding_key(exchange), naming.binding_member(binding.routing_key, sub.queue)
+        )
+        sub.handle = handle
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                if binding.exchange.kind is ExchangeKind.DIRECT:
+                    await self._subscribe_direct(client, sub, handle)
+                else:
+                    await self._subscribe_pubsub(client, sub, handle)
+        except (rexc.RedisError, OSError) as exc:  # OSError includes TimeoutError
+            raise self._map_error(exc) from exc
+        if sub not in self._subs:
+            # Closed while a reconnect was restoring it: undo, as nobody else will.
+            await self._unsubscribe(sub)
+
+    async def _subscribe_direct(
+        self, client: Redis, sub: SubscriptionBase, handle: _Handle
+    ) -> None:
+        epoch = self._epoch
+        await self._bind_member(client, sub, handle)
+        conn = await self._connect_dedicated()
+        if epoch != self._epoch:  # the connection set was closed meanwhile
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise ConnectionLostError(f"connection to {self.url} was closed")
+        task = asyncio.get_running_loop().create_task(
+            self._consume(sub, handle, conn, epoch),
+            name=f"aiocelerymon-redis-brpop-{sub.queue}",
+        )
+        handle.consumer = _Consumer(conn, task)
+        self._consumers.add(handle.consumer)
+
+    async def _subscribe_pubsub(
+        self, client: Redis, sub: SubscriptionBase, handle: _Handle
+    ) -> None:
+        binding = sub.binding
+        # Bookkeeping only, as kombu's ``_queue_bind``: fanout delivery never reads it.
+        await _execute(client)("SADD", handle.binding_key, handle.member)
+        pubsub = await self._ensure_pubsub()
+        handle.pubsub = pubsub
+        patterns = self.naming.subscribe_patterns(binding.exchange.name, binding.routing_key)
+        handle.patterns = tuple(p.encode() for p in patterns)
+        await pubsub.add(sub, handle.patterns)
+
+    async def _ensure_pubsub(self) -> _PubSub:
+        async with self._pubsub_lock:
+            pubsub = self._pubsub
+            if pubsub is not None:
+                if pubsub.closed:
+                    raise ConnectionLostError(f"pub/sub connection to {self.url} is down")
+                return pubsub
+            epoch = self._epoch
+            conn = await self._connect_dedicated()
+            if epoch != self._epoch:  # closed while we connected
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+                raise ConnectionLostError(f"connection to {self.url} was closed")
+            pubsub = self._pubsub = _PubSub(self, conn, epoch)
+            return pubsub
+
+    async def _bind_member(self, client: Redis, sub: SubscriptionBase, handle: _Handle) -> None:
+        """Add the binding member, protected against kombu 5.7's sweep of binding tables.
+
+        kombu 5.7 consumers sweep ``_kombu.binding_deadlines`` every 60 s and DEL a whole
+        ``_kombu.binding.<exchange>`` table once its deadline passed, unless
+        ``_kombu.binding_permanent.<exchange>`` lists a queue without x-expires. As kombu 5.7
+        ``_queue_bind``: a binding with ``expires`` raises the deadline (ZADD GT, server
+        clock), one without also joins the permanent set. Unlike kombu the ZADD goes first, so
+        a sweep can never delete the table between our SADD and our ZADD.
+        """
+        expires = sub.binding.expires
+        ttl_ms = MIN_BINDING_TTL_MS
+        if expires is not None:
+            ttl_ms = max(round(expires * 1000) * BINDING_EXPIRES_FACTOR, MIN_BINDING_TTL_MS)
+        exchange = sub.binding.exchange.name
+        deadline: int | None = None
+        if self._zadd_gt:
+            seconds, micros = await client.time()
+            deadline = int(seconds) * 1000 + int(micros) // 1000 + ttl_ms
+        async with client.pipeline(transaction=False) as pipe:
+            if deadline is not None:
+                # GT: never shorten a deadline that a longer-lived consumer set.
+                pipe.zadd(self.naming.deadlines_key, {exchange: deadline}, gt=True)
+            pipe.sadd(handle.binding_key, handle.member)
+            if expires is None:
+                pipe.sadd(self.naming.permanent_key(exchange), handle.member)
+            results = await pipe.execute(raise_on_error=False)
+        if deadline is not None:
+            zadd, results = results[0], results[1:]
+            if isinstance(zadd, rexc.ResponseError):
+                # Redis < 6.2 has no ZADD GT; kombu 5.7 needs 6.2, so nobody sweeps there.
+                self._zadd_gt = False
+                log.debug("no binding deadlines on %s: %s", self.url.redacted(), zadd)
+            elif isinstance(zadd, Exception):
+                raise zadd
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    async def _consume(
+        self, sub: SubscriptionBase, handle: _Handle, conn: AbstractConnection, epoch: int
+    ) -> None:
+        """BRPOP loop over the queue's priority lists (lowest step first, as kombu)."""
+        keys = self.naming.queue_keys(sub.queue)
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        refresh_at = loop.time() + BINDING_REFRESH_INTERVAL
+        try:
+            # cancelling(): a driver that swallowed our CancelledError must not keep us alive.
+            while not me.cancelling():
+                await conn.send_command("BRPOP", *keys, BRPOP_TIMEOUT, check_health=False)
+                # The server answers within BRPOP_TIMEOUT; silence much beyond is a dead link.
+                async with asyncio.timeout(BRPOP_TIMEOUT + BRPOP_GRACE):
+                    reply = await conn.read_response()
+                if reply is not None:
+                    delivery = self._decode(reply[1], sub.generation)
+                    if delivery is not None:
+                        sub.feed(delivery)
+                if loop.time() >= refresh_at:
+                    refresh_at = loop.time() + BINDING_REFRESH_INTERVAL
+                    await self._refresh(sub, handle)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if me.cancelling():
+                return  # an error caused by our own cancellation is no connection loss
+            if isinstance(exc, rexc.ResponseError):
+                # e.g. WRONGTYPE: one of our list keys holds something else; retrying is futile.
+                error = self._map_error(exc)
+                log.error("consumer of %r on %s stopped: %s", sub.queue, self.url, error)
+                sub._end(error)
+            elif isinstance(exc, (rexc.RedisError, OSError)):  # OSError: our TimeoutError too
+                self._lost(exc, epoch)
+            else:  # a bug must not leave the subscription silently deaf
+                log.exception("consumer of %r on %s crashed", sub.queue, self.url)
+                sub._end(exc)
+
+    async def _refresh(self, sub: SubscriptionBase, handle: _Handle) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._bind_member(client, sub, handle)
+        except rexc.ResponseError as exc:
+            # Transient server refusals (OOM, READONLY during failover): try again next time.
+            log.warning("could not refresh binding of %r: %s", sub.queue, self._map_error(exc))
+
+    # -- unsubscribe -------------------------------------------------------------------------
+
+    async def _release(self, sub: SubscriptionBase, handle: _Handle) -> None:
+        """Stop local delivery for ``sub``; no server-side cleanup."""
+        consumer, handle.consumer = handle.consumer, None
+        if consumer is not None:
+            self._consumers.discard(consumer)
+            await consumer.stop()
+        pubsub, handle.pubsub = handle.pubsub, None
+        if pubsub is not None:
+            if pubsub is self._pubsub and not pubsub.closed:
+                try:
+                    await pubsub.remove(sub, handle.patterns)
+                except (TransportError, rexc.RedisError, OSError) as exc:
+                    # The pub/sub link broke meanwhile (its reader reports that); the pattern
+                    # is gone with it, and the server-side cleanup below must still run.
+                    log.debug("PUNSUBSCRIBE for %r failed: %r", sub, exc)
+            else:
+                for pattern in handle.patterns:
+                    subs = pubsub.routes.get(pattern)
+                    if subs and sub in subs:
+                        subs.remove(sub)
+
+    async def _unsubscribe(self, sub: SubscriptionBase) -> None:
+        handle = sub.handle
+        if not isinstance(handle, _Handle):
+            return
+        sub.handle = None
+        try:
+            await self._release(sub, handle)
+            client = self._client
+            if client is None:
+                return
+            binding = sub.binding
+            if not (binding.exclusive or binding.auto_delete):
+                # A durable, kept queue outlives its consumer with its binding and backlog, as
+                # on RabbitMQ (kombu deletes a queue only on queue_delete/auto-delete).
+                return
+            live = [s for s in self._subs if s is not sub and s.queue == sub.queue]
+            shared_member = any(
+                s.binding.exchange.name == binding.exchange.name
+                and s.binding.routing_key == binding.routing_key
+                for s in live
+            )
+            delete_lists = binding.exchange.kind is ExchangeKind.DIRECT and not live
+            if shared_member and not delete_lists:
+                return
+            async with client.pipeline(transaction=False) as pipe:
+                if not shared_member:
+                    # kombu 5.7 ``_delete`` also SREMs from the permanent set.
+                    pipe.srem(handle.binding_key, handle.member)
+                    pipe.srem(self.naming.permanent_key(binding.exchange.name), handle.member)
+                if delete_lists:
+                    # Only the queue's own lists; never the ``unacked*`` keys of task consumers.
+                    pipe.delete(*self.naming.queue_keys(sub.queue))
+                await pipe.execute()
+        except (rexc.RedisError, OSError) as exc:
+            raise self._map_error(exc) from exc
