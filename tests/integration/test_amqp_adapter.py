@@ -186,7 +186,8 @@ async def test_celery_entities_have_exact_flags(make: MakeAmqp, rabbit_server: R
 
 async def test_properties_are_exactly_kombus(make: MakeAmqp, rabbit_server: RabbitServer):
     """What py-amqp (kombu's transport, so a Celery worker) reads from our publish."""
-    amqp = pytest.importorskip("amqp")
+    import amqp  # py-amqp, kombu's AMQP client: what a Celery worker reads with
+
     t = await make()
     ex = Exchange(f"t.props.{uid()}", ExchangeKind.DIRECT)
     binding = Binding(ex, "k", queue=f"t.props.{uid()}", exclusive=False, auto_delete=False)

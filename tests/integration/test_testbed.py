@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.redis
 def test_redis_answers_ping(redis_server: brokers.RedisServer) -> None:
-    redis = pytest.importorskip("redis")
+    import redis
+
     client = redis.Redis.from_url(redis_server.url_for(1))
     try:
         assert client.ping() is True
@@ -34,8 +35,9 @@ def test_redis_answers_ping(redis_server: brokers.RedisServer) -> None:
 @pytest.mark.amqp
 async def test_rabbit_vhost_is_created_and_usable(rabbit_server: brokers.RabbitServer) -> None:
     if not rabbit_server.owned:
-        pytest.skip("vhosts can only be created on a broker the test bed started")
-    aio_pika = pytest.importorskip("aio_pika")
+        brokers.unavailable("vhosts can only be created on a broker the test bed started")
+    import aio_pika
+
     name = f"testbed/{uuid.uuid4().hex[:8]}"  # the slash checks URL quoting
     url = rabbit_server.add_vhost(name)
     assert url == rabbit_server.add_vhost(name)  # idempotent

@@ -8,11 +8,8 @@ import ssl
 import subprocess
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("aio_pika")
-
 import aiormq.exceptions as drv
+import pytest
 
 from aiocelerymon._url import parse_url
 from aiocelerymon.exceptions import (
@@ -82,7 +79,8 @@ HEADERS = {
 
 
 def test_properties_are_byte_identical_to_py_amqp():
-    basic_message = pytest.importorskip("amqp.basic_message")
+    from amqp import basic_message
+
     for message in [
         Message(b"{}", headers=HEADERS, delivery_mode=2, priority=0),  # a pidbox request
         Message(b"[]", headers={"hostname": "w@h"}),  # an event
@@ -100,7 +98,8 @@ def test_properties_are_byte_identical_to_py_amqp():
 
 
 def test_properties_decode_back_exactly():
-    serialization = pytest.importorskip("amqp.serialization")
+    from amqp import serialization
+
     encoded = encode_properties(Message(b"", headers=HEADERS, delivery_mode=2, priority=0))
     decoded, end = serialization.decode_properties_basic(encoded, 0)
     assert end == len(encoded)

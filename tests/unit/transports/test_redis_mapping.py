@@ -6,9 +6,6 @@ import logging
 import ssl
 
 import pytest
-
-pytest.importorskip("redis")
-
 import redis.exceptions as rexc
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
