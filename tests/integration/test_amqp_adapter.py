@@ -36,6 +36,7 @@ from aiocelerymon.transports import (
 from aiocelerymon.transports.amqp import AmqpTransport
 from aiocelerymon.wire import names
 from tests.support.brokers import RabbitServer, free_port
+from tests.support.contract import connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.amqp]
 
@@ -93,17 +94,11 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = DEADL
 
 @pytest.fixture
 async def make(rabbit_server: RabbitServer) -> AsyncIterator[MakeAmqp]:
-    made: list[AmqpTransport] = []
+    def build(url: str | None = None, **options: Any) -> AmqpTransport:
+        return AmqpTransport(url or rabbit_server.url, **options)
 
-    async def factory(url: str | None = None, **options: Any) -> AmqpTransport:
-        t = AmqpTransport(url or rabbit_server.url, **options)
-        made.append(t)
-        await t.connect()
-        return t
-
-    yield factory
-    for t in made:
-        await t.aclose()
+    async with connected(build) as factory:
+        yield factory
 
 
 # -- a TCP (optionally TLS-terminating) proxy in front of the broker, to cut or refuse ----------

@@ -11,7 +11,7 @@ import pytest
 from aiocelerymon.transports import TransportBase, TransportState
 from aiocelerymon.transports.amqp import AmqpTransport
 from tests.support.brokers import RabbitServer
-from tests.support.contract import MakeTransport, TransportContract
+from tests.support.contract import MakeTransport, TransportContract, connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.amqp]
 
@@ -48,17 +48,8 @@ def close_and_await_new_connection(server: RabbitServer, transport: AmqpTranspor
 
 @pytest.fixture
 async def make_transport(rabbit_server: RabbitServer) -> AsyncIterator[MakeTransport]:
-    made: list[TransportBase] = []
-
-    async def make(**options: object) -> TransportBase:
-        t = AmqpTransport(rabbit_server.url, **options)  # type: ignore[arg-type]
-        made.append(t)
-        await t.connect()
-        return t
-
-    yield make
-    for t in made:
-        await t.aclose()
+    async with connected(lambda **o: AmqpTransport(rabbit_server.url, **o)) as make:
+        yield make
 
 
 class TestAmqpContract(TransportContract):

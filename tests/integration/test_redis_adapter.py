@@ -36,7 +36,7 @@ from aiocelerymon.transports import (
 from aiocelerymon.transports import redis as redis_adapter
 from aiocelerymon.transports.redis import RedisTransport
 from tests.support import brokers
-from tests.support.contract import receive, uid
+from tests.support.contract import connected, receive, uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -54,18 +54,13 @@ DEADLINE = 10.0
 @pytest.fixture
 async def make(redis_server: brokers.RedisServer) -> AsyncIterator[Any]:
     """``await make(db=0, prefix="", **options)`` -> a connected RedisTransport."""
-    made: list[RedisTransport] = []
 
-    async def factory(db: int = 0, prefix: str = "", **options: Any) -> RedisTransport:
+    def build(db: int = 0, prefix: str = "", **options: Any) -> RedisTransport:
         opts = {"global_keyprefix": prefix} if prefix else None
-        t = RedisTransport(redis_server.url_for(db), transport_options=opts, **options)
-        made.append(t)
-        await t.connect()
-        return t
+        return RedisTransport(redis_server.url_for(db), transport_options=opts, **options)
 
-    yield factory
-    for t in made:
-        await t.aclose()
+    async with connected(build) as factory:
+        yield factory
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from aiocelerymon.transports import TransportBase
 from aiocelerymon.transports.redis import RedisTransport
 from tests.support.brokers import RedisServer
-from tests.support.contract import MakeTransport, TransportContract
+from tests.support.contract import MakeTransport, TransportContract, connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -32,18 +32,9 @@ class TestRedisContract(TransportContract):
 
     @pytest.fixture
     async def make_transport(self, redis_server: RedisServer) -> AsyncIterator[MakeTransport]:
-        made: list[TransportBase] = []
-        url = redis_server.url_for(self.db)
-
-        async def make(**options: Any) -> TransportBase:
-            t = RedisTransport(url, transport_options=self.transport_options, **options)
-            made.append(t)
-            await t.connect()
-            return t
-
-        yield make
-        for t in made:
-            await t.aclose()
+        url, opts = redis_server.url_for(self.db), self.transport_options
+        async with connected(lambda **o: RedisTransport(url, transport_options=opts, **o)) as make:
+            yield make
 
     async def force_disconnect(self, transport: TransportBase) -> None:
         assert isinstance(transport, RedisTransport)

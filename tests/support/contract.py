@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -35,6 +35,26 @@ from aiocelerymon.transports import (
 
 MakeTransport = Callable[..., Awaitable[TransportBase]]
 DEADLINE = 10.0
+
+T = TypeVar("T", bound=TransportBase)
+
+
+@contextlib.asynccontextmanager
+async def connected(build: Callable[..., T]) -> AsyncIterator[Callable[..., Awaitable[T]]]:
+    """A factory of connected transports made by ``build(**options)``, all closed at exit."""
+    made: list[T] = []
+
+    async def make(*args: Any, **options: Any) -> T:
+        t = build(*args, **options)
+        made.append(t)
+        await t.connect()
+        return t
+
+    try:
+        yield make
+    finally:
+        for t in made:
+            await t.aclose()
 
 
 def uid() -> str:

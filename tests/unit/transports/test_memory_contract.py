@@ -10,7 +10,7 @@ import pytest
 from aiocelerymon.exceptions import BrokerRefusedError, ConnectError, ResourceLockedError
 from aiocelerymon.transports import Binding, Exchange, ExchangeKind, Message, TransportBase
 from aiocelerymon.transports.memory import MemoryBroker, MemoryTransport
-from tests.support.contract import MakeTransport, TransportContract, receive
+from tests.support.contract import MakeTransport, TransportContract, connected, receive
 
 
 @pytest.fixture
@@ -20,17 +20,8 @@ def broker_name() -> str:
 
 @pytest.fixture
 async def make_transport(broker_name: str) -> AsyncIterator[MakeTransport]:
-    made: list[TransportBase] = []
-
-    async def make(**options: object) -> TransportBase:
-        t = MemoryTransport(f"memory://{broker_name}", **options)  # type: ignore[arg-type]
-        made.append(t)
-        await t.connect()
-        return t
-
-    yield make
-    for t in made:
-        await t.aclose()
+    async with connected(lambda **o: MemoryTransport(f"memory://{broker_name}", **o)) as make:
+        yield make
 
 
 class TestMemoryContract(TransportContract):
