@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiocelerymon._url import BrokerURL, parse_url
 from aiocelerymon._version import __version__
+from aiocelerymon.client import Client
 from aiocelerymon.exceptions import (
     AiocelerymonError,
     ConfigurationError,
@@ -16,6 +17,7 @@ from aiocelerymon.transports import RetryPolicy, Transport, create_transport
 __all__ = [
     "AiocelerymonError",
     "BrokerURL",
+    "Client",
     "ConfigurationError",
     "ConnectError",
     "ConnectionLostError",

@@ -1,0 +1,109 @@
+"""The entry point: one broker connection, remote control on it (events come next)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from aiocelerymon.control import Control, ControlSettings, Mailbox
+from aiocelerymon.transports import RetryPolicy, TransportBase, create_transport
+from aiocelerymon.wire import codec, names
+
+__all__ = ["Client"]
+
+
+class Client:
+    """An async Celery monitoring and control client.
+
+    Keyword arguments carry Celery's setting names and defaults (``broker_transport_options``,
+    ``broker_use_ssl``, ``broker_connection_timeout``, ``control_exchange``,
+    ``control_queue_ttl``, ``control_queue_expires``, ``control_queue_exclusive``,
+    ``control_queue_durable``, ``accept_content``, ``task_serializer``), so a Celery app's
+    ``conf`` can be passed through (see :meth:`from_celery_app`).
+    """
+
+    def __init__(
+        self,
+        broker_url: str = "memory://",
+        *,
+        broker_transport_options: Mapping[str, Any] | None = None,
+        broker_use_ssl: bool | Mapping[str, Any] | None = None,
+        broker_connection_timeout: float = 4.0,
+        control_exchange: str = names.CONTROL_EXCHANGE,
+        control_queue_ttl: float | None = names.CONTROL_QUEUE_TTL,
+        control_queue_expires: float | None = names.CONTROL_QUEUE_EXPIRES,
+        control_queue_exclusive: bool = True,
+        control_queue_durable: bool = False,
+        accept_content: Iterable[str] | None = None,
+        task_serializer: str = "json",
+        retry: RetryPolicy | None = None,
+        transport: TransportBase | None = None,
+    ) -> None:
+        self.transport = transport or create_transport(
+            broker_url,
+            transport_options=broker_transport_options,
+            ssl=broker_use_ssl,
+            retry=retry,
+            connect_timeout=broker_connection_timeout,
+        )
+        self.control_settings = ControlSettings(
+            control_exchange=control_exchange,
+            control_queue_ttl=control_queue_ttl,
+            control_queue_expires=control_queue_expires,
+            control_queue_exclusive=control_queue_exclusive,
+            control_queue_durable=control_queue_durable,
+            accept_content=codec.normalize_accept(accept_content),
+            task_serializer=task_serializer,
+        )
+        self.mailbox = Mailbox(self.transport, self.control_settings)
+        #: Celery's ``app.control``, async.
+        self.control = Control(self.mailbox)
+
+    @classmethod
+    def from_celery_app(cls, app: Any, **overrides: Any) -> Client:
+        """Build from a Celery app's configuration (celery need not be importable otherwise)."""
+        conf = app.conf
+        settings: dict[str, Any] = {
+            "broker_url": conf.broker_url or "amqp://guest@localhost//",
+            "broker_transport_options": conf.broker_transport_options or None,
+            "broker_use_ssl": conf.broker_use_ssl or None,
+            "broker_connection_timeout": conf.broker_connection_timeout,
+            "control_exchange": conf.control_exchange,
+            "control_queue_ttl": conf.control_queue_ttl,
+            "control_queue_expires": conf.control_queue_expires,
+            "accept_content": conf.accept_content,
+            "task_serializer": conf.task_serializer,
+        }
+        for name in ("control_queue_exclusive", "control_queue_durable"):  # Celery 5.6+
+            value = conf.get(name)
+            if value is not None:
+                settings[name] = value
+        settings.update(overrides)
+        return cls(**settings)
+
+    async def connect(self) -> None:
+        """Connect now (otherwise the first call connects)."""
+        await self.transport.connect()
+
+    async def aclose(self) -> None:
+        """Remove the reply queue and close the connection."""
+        try:
+            await self.mailbox.aclose()
+        finally:
+            await self.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Client {self.transport.url.redacted()} {self.transport.state.value}>"

@@ -1,0 +1,559 @@
+"""Broadcast, inspect and control: Celery's ``app.control`` API, async and deadline-bound.
+
+Shapes follow Celery (``celery/app/control.py``): ``broadcast(reply=True)`` returns the list of
+``{node: reply}`` bodies in arrival order; ``Inspect`` methods return them flattened into one
+dict, or None when nobody answered. What is better than Celery: ``timeout`` is a total deadline
+(kombu's is an idle gap between replies), a call returns as soon as every addressed or expected
+node answered, and many calls share one reply queue without ever seeing each other's replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiocelerymon.exceptions import ConnectionLostError
+from aiocelerymon.wire.pidbox import ReplyTo, request_body
+
+if TYPE_CHECKING:
+    from aiocelerymon.control._mailbox import Mailbox
+
+__all__ = ["Control", "Inspect", "NodeReplies", "Replies", "is_error"]
+
+log = logging.getLogger("aiocelerymon.control")
+
+#: Celery's default for every inspect/control call and for the CLI's ``-t``.
+DEFAULT_TIMEOUT = 1.0
+
+
+def is_error(value: Any) -> bool:
+    """Whether a node's reply is an error (``{"error": ...}``), as Celery's CLI decides."""
+    return isinstance(value, dict) and "error" in value
+
+
+class Replies(list[dict[str, Any]]):
+    """Reply bodies ``[{node: value}, ...]`` in arrival order, plus what Celery does not tell.
+
+    Attributes:
+        missing: addressed or expected nodes that did not answer before the deadline.
+        duplicates: node names that answered more than once (two workers with one name).
+        complete: False if the reply queue reconnected during the call (replies may be lost).
+    """
+
+    missing: frozenset[str]
+    duplicates: frozenset[str]
+    complete: bool
+
+    def __init__(self, items: Iterable[dict[str, Any]] = ()) -> None:
+        super().__init__(items)
+        self.missing = frozenset()
+        self.duplicates = frozenset()
+        self.complete = True
+
+    @property
+    def errors(self) -> dict[str, Any]:
+        """``{node: error message}`` for every error reply."""
+        return {
+            node: value["error"]
+            for reply in self
+            for node, value in reply.items()
+            if is_error(value)
+        }
+
+    def flatten(self) -> NodeReplies:
+        """Merge into one ``{node: value}`` dict; a later duplicate wins, as in Celery."""
+        flat = NodeReplies()
+        for reply in self:
+            flat.update(reply)
+        flat.missing, flat.duplicates, flat.complete = (
+            self.missing,
+            self.duplicates,
+            self.complete,
+        )
+        return flat
+
+
+class NodeReplies(dict[str, Any]):
+    """``{node: value}`` as Celery's ``Inspect`` returns it, with ``missing``/``duplicates``."""
+
+    missing: frozenset[str] = frozenset()
+    duplicates: frozenset[str] = frozenset()
+    complete: bool = True
+
+    @property
+    def errors(self) -> dict[str, Any]:
+        """``{node: error message}`` for every error reply."""
+        return {node: value["error"] for node, value in self.items() if is_error(value)}
+
+
+def _matches(node: str, pattern: str, matcher: str) -> bool:
+    if matcher == "pcre":
+        return re.match(pattern, node) is not None
+    return fnmatch.fnmatch(node, pattern)
+
+
+class Control:
+    """Remote control of a Celery cluster (the async ``app.control``)."""
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+
+    # -- core --------------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        destination: Sequence[str] | None = None,
+        pattern: str | None = None,
+        matcher: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        limit: int | None = None,
+        expected: Collection[str] | None = None,
+        _result: Replies | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Send ``command`` and yield each ``{node: value}`` reply as it arrives.
+
+        Ends at the total deadline ``timeout`` (None: no deadline, so give ``limit``,
+        ``destination`` or ``expected``), after ``limit`` replies (Celery's default is
+        ``len(destination)``), or as soon as every node in ``destination`` or ``expected``
+        answered.
+
+        Raises:
+            ConnectionLostError: the broker could not be reached before the deadline, or the
+                connection was lost for good while waiting.
+            ValueError: ``destination`` is not a list of names.
+        """
+        if destination is not None and isinstance(destination, str):
+            raise ValueError("destination must be a list of node names, not a string")
+        if limit is None and destination:
+            limit = len(destination)
+        waiting = set(destination or expected or ())
+        answered: set[str] = set()
+        duplicates: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        ticket = str(uuid.uuid4())
+        mailbox = self.mailbox
+        inbox = mailbox.register(ticket)
+        generation = None
+        count = 0
+        try:
+            await self._send(
+                command, arguments, destination, pattern, matcher, timeout, deadline, ticket
+            )
+            generation = mailbox.generation
+            while limit is None or count < limit:
+                if waiting and waiting <= answered:
+                    break
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        reply = await inbox.queue.get()
+                except TimeoutError:
+                    break
+                if inbox.error is not None:
+                    raise ConnectionLostError(
+                        f"reply queue lost while waiting for {command!r}: {inbox.error}"
+                    ) from inbox.error
+                for node in reply:
+                    if node in answered:
+                        duplicates.add(node)
+                        log.warning(
+                            "received multiple replies from node name: %s. Please make sure "
+                            "you give each node a unique nodename using the celery worker `-n` "
+                            "option.",
+                            node,
+                        )
+                    answered.add(node)
+                count += 1
+                yield reply
+        finally:
+            mailbox.unregister(ticket)
+            if _result is not None:
+                _result.missing = frozenset(waiting - answered)
+                _result.duplicates = frozenset(duplicates)
+                # A reconnect of the reply queue during the call may have lost replies.
+                _result.complete = generation == mailbox.generation
+
+    async def _send(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None,
+        destination: Sequence[str] | None,
+        pattern: str | None,
+        matcher: str | None,
+        timeout: float | None,
+        deadline: float | None,
+        ticket: str | None,
+    ) -> None:
+        """Subscribe (first call only) and publish, all within the call's deadline."""
+        mailbox = self.mailbox
+        try:
+            async with asyncio.timeout_at(deadline):
+                reply_to = None
+                if ticket is not None:
+                    await mailbox.listen()
+                    reply_to = ReplyTo(exchange=mailbox.reply_exchange, routing_key=mailbox.oid)
+                body = request_body(
+                    command,
+                    arguments,
+                    destination=destination,
+                    pattern=pattern,
+                    matcher=matcher,
+                    ticket=ticket,
+                    reply_to=reply_to,
+                )
+                await mailbox.publish(body, timeout)
+        except TimeoutError as exc:
+            # Nothing was sent (or we cannot know): a connection problem, not "no replies".
+            url = getattr(mailbox.transport, "url", "the broker")
+            spent = "" if deadline is None else f" within {timeout}s"
+            raise ConnectionLostError(
+                f"could not send {command!r} to {url}{spent}: broker unreachable"
+            ) from exc
+
+    async def broadcast(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None = None,
+        destination: Sequence[str] | None = None,
+        reply: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        limit: int | None = None,
+        callback: Callable[[dict[str, Any]], Any] | None = None,
+        pattern: str | None = None,
+        matcher: str | None = None,
+        expected: Collection[str] | None = None,
+        **extra: Any,
+    ) -> Replies | None:
+        """Celery's ``Control.broadcast``: a cast unless ``reply=True``.
+
+        Extra keyword arguments are merged into ``arguments``, as Celery does. ``callback`` is
+        called with each reply as it arrives (it may be a coroutine function).
+        """
+        args = {**(arguments or {}), **extra}
+        if not reply:
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            await self._send(command, args, destination, pattern, matcher, timeout, deadline, None)
+            return None
+        result = Replies()
+        async for body in self.stream(
+            command,
+            args,
+            destination=destination,
+            pattern=pattern,
+            matcher=matcher,
+            timeout=timeout,
+            limit=limit,
+            expected=expected,
+            _result=result,
+        ):
+            result.append(body)
+            if callback is not None:
+                outcome = callback(body)
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+        return result
+
+    def inspect(
+        self,
+        destination: Sequence[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        callback: Callable[[dict[str, Any]], Any] | None = None,
+        limit: int | None = None,
+        pattern: str | None = None,
+        matcher: str | None = None,
+        expected: Collection[str] | None = None,
+    ) -> Inspect:
+        """Celery's ``app.control.inspect(...)``."""
+        return Inspect(
+            self,
+            destination=destination,
+            timeout=timeout,
+            callback=callback,
+            limit=limit,
+            pattern=pattern,
+            matcher=matcher,
+            expected=expected,
+        )
+
+    # -- control commands (Celery's argument names; casts unless reply=True) -------------------
+
+    async def ping(
+        self,
+        destination: Sequence[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> Replies:
+        """``[{node: {"ok": "pong"}}, ...]``."""
+        result = await self.broadcast(
+            "ping", reply=True, destination=destination, timeout=timeout, **kwargs
+        )
+        assert result is not None
+        return result
+
+    async def revoke(
+        self,
+        task_id: str | Sequence[str],
+        destination: Sequence[str] | None = None,
+        terminate: bool = False,
+        signal: str = "SIGTERM",
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Revoke task(s); with ``terminate`` also kill the executing process."""
+        args = {"task_id": task_id, "terminate": terminate, "signal": signal}
+        return await self.broadcast("revoke", args, destination, **kwargs)
+
+    async def terminate(
+        self,
+        task_id: str | Sequence[str],
+        destination: Sequence[str] | None = None,
+        signal: str = "SIGTERM",
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Revoke with ``terminate=True``."""
+        return await self.revoke(task_id, destination, terminate=True, signal=signal, **kwargs)
+
+    async def revoke_by_stamped_headers(
+        self,
+        headers: Mapping[str, Any],
+        destination: Sequence[str] | None = None,
+        terminate: bool = False,
+        signal: str = "SIGTERM",
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Revoke tasks whose stamped headers match (Celery 5.3+ workers)."""
+        args = {"headers": dict(headers), "terminate": terminate, "signal": signal}
+        return await self.broadcast("revoke_by_stamped_headers", args, destination, **kwargs)
+
+    async def rate_limit(
+        self,
+        task_name: str,
+        rate_limit: str | int | None,
+        destination: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Set a task's rate limit (``"10/m"``; falsy disables)."""
+        args = {"task_name": task_name, "rate_limit": rate_limit}
+        return await self.broadcast("rate_limit", args, destination, **kwargs)
+
+    async def time_limit(
+        self,
+        task_name: str,
+        soft: float | None = None,
+        hard: float | None = None,
+        destination: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Set a task's soft/hard time limits."""
+        args = {"task_name": task_name, "hard": hard, "soft": soft}
+        return await self.broadcast("time_limit", args, destination, **kwargs)
+
+    async def enable_events(
+        self, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Ask workers to send task events."""
+        return await self.broadcast("enable_events", {}, destination, **kwargs)
+
+    async def disable_events(
+        self, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Ask workers to stop sending task events."""
+        return await self.broadcast("disable_events", {}, destination, **kwargs)
+
+    async def heartbeat(
+        self, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Ask workers to send a ``worker-heartbeat`` event now."""
+        return await self.broadcast("heartbeat", {}, destination, **kwargs)
+
+    async def pool_grow(
+        self, n: int = 1, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Add ``n`` pool processes."""
+        return await self.broadcast("pool_grow", {"n": n}, destination, **kwargs)
+
+    async def pool_shrink(
+        self, n: int = 1, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Remove ``n`` pool processes."""
+        return await self.broadcast("pool_shrink", {"n": n}, destination, **kwargs)
+
+    async def autoscale(
+        self, max: int, min: int, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Change the autoscaler's bounds."""
+        return await self.broadcast("autoscale", {"max": max, "min": min}, destination, **kwargs)
+
+    async def pool_restart(
+        self,
+        modules: Sequence[str] | None = None,
+        reload: bool = False,
+        reloader: str | None = None,
+        destination: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Restart the pool's processes (needs ``worker_pool_restarts``)."""
+        args = {"modules": modules, "reload": reload, "reloader": reloader}
+        return await self.broadcast("pool_restart", args, destination, **kwargs)
+
+    async def add_consumer(
+        self,
+        queue: str,
+        exchange: str | None = None,
+        exchange_type: str = "direct",
+        routing_key: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        destination: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Make workers consume from ``queue``."""
+        args = {
+            "queue": queue,
+            "exchange": exchange,
+            "exchange_type": exchange_type,
+            "routing_key": routing_key,
+            **(options or {}),
+        }
+        return await self.broadcast("add_consumer", args, destination, **kwargs)
+
+    async def cancel_consumer(
+        self, queue: str, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Make workers stop consuming from ``queue``."""
+        return await self.broadcast("cancel_consumer", {"queue": queue}, destination, **kwargs)
+
+    async def shutdown(
+        self, destination: Sequence[str] | None = None, **kwargs: Any
+    ) -> Replies | None:
+        """Shut workers down (they never reply)."""
+        return await self.broadcast("shutdown", {}, destination, **kwargs)
+
+
+class Inspect:
+    """Celery's ``Inspect``: each method returns ``{node: value}`` or None when nobody answered."""
+
+    def __init__(
+        self,
+        control: Control,
+        *,
+        destination: Sequence[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        callback: Callable[[dict[str, Any]], Any] | None = None,
+        limit: int | None = None,
+        pattern: str | None = None,
+        matcher: str | None = None,
+        expected: Collection[str] | None = None,
+    ) -> None:
+        self.control = control
+        self.destination = destination
+        self.timeout = timeout
+        self.callback = callback
+        self.limit = limit
+        self.pattern = pattern
+        self.matcher = matcher
+        self.expected = expected
+
+    async def _request(self, command: str, **arguments: Any) -> NodeReplies | None:
+        replies = await self.control.broadcast(
+            command,
+            arguments,
+            destination=self.destination,
+            reply=True,
+            timeout=self.timeout,
+            limit=self.limit,
+            callback=self.callback,
+            pattern=self.pattern,
+            matcher=self.matcher,
+            expected=self.expected,
+        )
+        assert replies is not None
+        flat = replies.flatten()
+        if self.pattern and self.matcher:
+            # Celery filters again locally with the same matcher.
+            for node in [n for n in flat if not _matches(n, self.pattern, self.matcher)]:
+                del flat[node]
+        return flat or None
+
+    async def call(self, command: str, **arguments: Any) -> NodeReplies | None:
+        """Any inspect command by name, custom ones included."""
+        return await self._request(command, **arguments)
+
+    async def ping(self) -> NodeReplies | None:
+        """``{node: {"ok": "pong"}}``."""
+        return await self._request("ping")
+
+    async def clock(self) -> NodeReplies | None:
+        """``{node: {"clock": n}}``."""
+        return await self._request("clock")
+
+    async def report(self) -> NodeReplies | None:
+        """Bug-report information of each worker."""
+        return await self._request("report")
+
+    async def stats(self) -> NodeReplies | None:
+        """Worker statistics."""
+        return await self._request("stats")
+
+    async def active(self, safe: bool | None = None) -> NodeReplies | None:
+        """Tasks being executed (``safe`` makes args/kwargs reprs; Celery 5.2+)."""
+        return await self._request("active", safe=safe)
+
+    async def reserved(self) -> NodeReplies | None:
+        """Tasks received and waiting to run."""
+        return await self._request("reserved")
+
+    async def scheduled(self) -> NodeReplies | None:
+        """Tasks with an ETA or countdown."""
+        return await self._request("scheduled")
+
+    async def revoked(self) -> NodeReplies | None:
+        """Revoked task ids."""
+        return await self._request("revoked")
+
+    async def registered(self, *taskinfoitems: str) -> NodeReplies | None:
+        """Registered task names (with the requested attributes)."""
+        return await self._request("registered", taskinfoitems=list(taskinfoitems))
+
+    registered_tasks = registered
+
+    async def active_queues(self) -> NodeReplies | None:
+        """Queues each worker consumes from."""
+        return await self._request("active_queues")
+
+    async def query_task(self, *ids: str) -> NodeReplies | None:
+        """``{node: {task_id: [state, info]}}`` for the ids each worker knows."""
+        return await self._request("query_task", ids=list(ids))
+
+    async def conf(self, with_defaults: bool = False) -> NodeReplies | None:
+        """Each worker's configuration (secrets masked by the worker)."""
+        return await self._request("conf", with_defaults=with_defaults)
+
+    async def memsample(self) -> NodeReplies | None:
+        """Memory sample (needs psutil on the worker)."""
+        return await self._request("memsample")
+
+    async def memdump(self, samples: int = 10) -> NodeReplies | None:
+        """Memory dump of the last ``samples`` samples."""
+        return await self._request("memdump", samples=samples)
+
+    async def objgraph(
+        self, type: str = "Request", n: int = 200, max_depth: int = 10
+    ) -> NodeReplies | None:
+        """Object graph (needs objgraph on the worker)."""
+        return await self._request("objgraph", num=n, max_depth=max_depth, type=type)
+
+    async def hello(
+        self, from_node: str, revoked: Sequence[str] | None = None
+    ) -> NodeReplies | None:
+        """Mingle's handshake."""
+        return await self._request("hello", from_node=from_node, revoked=revoked)
