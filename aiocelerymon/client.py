@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiocelerymon.control import Control, ControlSettings, Mailbox
+from aiocelerymon.events import Events, EventSettings
 from aiocelerymon.transports import RetryPolicy, TransportBase, create_transport
 from aiocelerymon.wire import codec, names
 
@@ -18,9 +19,9 @@ class Client:
 
     Keyword arguments carry Celery's setting names and defaults (``broker_transport_options``,
     ``broker_use_ssl``, ``broker_connection_timeout``, ``control_exchange``,
-    ``control_queue_ttl``, ``control_queue_expires``, ``control_queue_exclusive``,
-    ``control_queue_durable``, ``accept_content``, ``task_serializer``), so a Celery app's
-    ``conf`` can be passed through (see :meth:`from_celery_app`).
+    ``control_queue_*``, ``event_exchange``, ``event_queue_*``, ``event_serializer``,
+    ``accept_content``, ``task_serializer``), so a Celery app's ``conf`` can be passed through
+    (see :meth:`from_celery_app`). ``None`` for a queue TTL/expiry leaves that argument unset.
     """
 
     def __init__(
@@ -37,6 +38,13 @@ class Client:
         control_queue_durable: bool = False,
         accept_content: Iterable[str] | None = None,
         task_serializer: str = "json",
+        event_exchange: str = names.EVENT_EXCHANGE,
+        event_queue_prefix: str = names.EVENT_QUEUE_PREFIX,
+        event_queue_ttl: float | None = names.EVENT_QUEUE_TTL,
+        event_queue_expires: float | None = names.EVENT_QUEUE_EXPIRES,
+        event_queue_exclusive: bool = True,
+        event_queue_durable: bool = False,
+        event_serializer: str = "json",
         retry: RetryPolicy | None = None,
         transport: TransportBase | None = None,
     ) -> None:
@@ -59,6 +67,20 @@ class Client:
         self.mailbox = Mailbox(self.transport, self.control_settings)
         #: Celery's ``app.control``, async.
         self.control = Control(self.mailbox)
+        accept = self.control_settings.accept_content
+        self.event_settings = EventSettings(
+            event_exchange=event_exchange,
+            event_queue_prefix=event_queue_prefix,
+            event_queue_ttl=event_queue_ttl,
+            event_queue_expires=event_queue_expires,
+            event_queue_exclusive=event_queue_exclusive,
+            event_queue_durable=event_queue_durable,
+            event_serializer=event_serializer,
+            # Celery's receivers accept the event serializer and json (events/receiver.py).
+            accept_content=accept | codec.normalize_accept([event_serializer, "json"]),
+        )
+        #: Celery's ``app.events``, async.
+        self.events = Events(self.transport, self.event_settings, control_exchange)
 
     @classmethod
     def from_celery_app(cls, app: Any, **overrides: Any) -> Client:
@@ -74,8 +96,18 @@ class Client:
             "control_queue_expires": conf.control_queue_expires,
             "accept_content": conf.accept_content,
             "task_serializer": conf.task_serializer,
+            "event_exchange": conf.event_exchange,
+            "event_queue_prefix": conf.event_queue_prefix,
+            "event_queue_ttl": conf.event_queue_ttl,
+            "event_queue_expires": conf.event_queue_expires,
+            "event_serializer": conf.event_serializer,
         }
-        for name in ("control_queue_exclusive", "control_queue_durable"):  # Celery 5.6+
+        for name in (  # Celery 5.6+
+            "control_queue_exclusive",
+            "control_queue_durable",
+            "event_queue_exclusive",
+            "event_queue_durable",
+        ):
             value = conf.get(name)
             if value is not None:
                 settings[name] = value

@@ -9,6 +9,7 @@ import pytest
 PUBLIC_MODULES = [
     "aiocelerymon",
     "aiocelerymon.control",
+    "aiocelerymon.events",
     "aiocelerymon.exceptions",
     "aiocelerymon.transports",
     "aiocelerymon.wire",

@@ -1,0 +1,148 @@
+"""The camera: Celery's ``Polaroid``, async. Takes snapshots of a State at a fixed frequency.
+
+Subclass :class:`Camera` and override :meth:`on_shutter` (and optionally :meth:`on_cleanup`);
+both may be coroutines. Like Celery (celery/events/snapshot.py) a shutter runs every ``freq``
+seconds, at most ``maxrate`` times (a token bucket, ``"10/s"``, ``"100/m"``, ``"1/h"`` or a
+number per second), ``cleanup`` runs every ``cleanup_freq`` seconds, and ``clear_after`` clears
+the State after each shot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from types import TracebackType
+from typing import Any, Self
+
+from aiocelerymon.exceptions import ConfigurationError
+
+__all__ = ["Camera", "TokenBucket", "parse_rate"]
+
+log = logging.getLogger("aiocelerymon.events")
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(rate: str | float | None) -> float:
+    """Celery's rate strings (``"10/m"``) to events per second; 0 means unlimited."""
+    if not rate:
+        return 0.0
+    if isinstance(rate, (int, float)):
+        return float(rate)
+    count, _, unit = rate.partition("/")
+    try:
+        return float(count) / _UNITS[unit or "s"]
+    except (KeyError, ValueError):
+        raise ConfigurationError(f"invalid rate {rate!r}: expected N, N/s, N/m or N/h") from None
+
+
+class TokenBucket:
+    """A token bucket refilled at ``rate`` tokens per second, holding at most ``capacity``."""
+
+    def __init__(self, rate: float, capacity: float = 1.0) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self._tokens = capacity
+        self._stamp = time.monotonic()
+
+    def can_consume(self, tokens: float = 1.0) -> bool:
+        """Take ``tokens`` if available."""
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= tokens:
+            self._tokens -= tokens
+            return True
+        return False
+
+
+class Camera:
+    """Periodic snapshots of a State. Run it with ``async with camera:`` or :meth:`run`."""
+
+    clear_after = False
+
+    def __init__(
+        self,
+        state: Any,
+        freq: float = 1.0,
+        maxrate: str | float | None = None,
+        cleanup_freq: float = 3600.0,
+    ) -> None:
+        self.state = state
+        self.freq = freq
+        self.cleanup_freq = cleanup_freq
+        rate = parse_rate(maxrate)
+        self.maxrate = TokenBucket(rate) if rate else None
+        self.shots = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def on_shutter(self, state: Any) -> None:
+        """Called with the State at every shot; override (sync or async)."""
+
+    async def on_cleanup(self) -> None:
+        """Called every ``cleanup_freq`` seconds; override (sync or async)."""
+
+    async def capture(self) -> None:
+        """Take one shot now (subject to ``maxrate``)."""
+        if self.maxrate is None or self.maxrate.can_consume():
+            await _call(self.on_shutter, self.state)
+            self.shots += 1
+            if self.clear_after:
+                self.state.clear()
+
+    async def shutter(self) -> None:
+        """Alias of :meth:`capture`, Celery's name."""
+        await self.capture()
+
+    async def cleanup(self) -> None:
+        """Run :meth:`on_cleanup`."""
+        await _call(self.on_cleanup)
+
+    async def _every(self, interval: float, action: Any) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await action()
+            except Exception:
+                log.exception("camera %s failed", getattr(action, "__name__", action))
+
+    async def start(self) -> None:
+        """Start the shutter and cleanup timers."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._every(self.freq, self.capture)),
+                loop.create_task(self._every(self.cleanup_freq, self.cleanup)),
+            ]
+
+    async def aclose(self) -> None:
+        """Stop the timers and take a last shot, as Celery's Polaroid does on shutdown."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if tasks:
+            await self.capture()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _call(fn: Any, *args: Any) -> None:
+    outcome = fn(*args)
+    if inspect.isawaitable(outcome):
+        await outcome
