@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiocelerymon._url import BrokerURL, parse_url
 from aiocelerymon._version import __version__
 from aiocelerymon.client import Client
+from aiocelerymon.events import State
 from aiocelerymon.exceptions import (
     AiocelerymonError,
     ConfigurationError,
@@ -22,6 +23,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "RetryPolicy",
+    "State",
     "Transport",
     "TransportError",
     "__version__",

@@ -7,6 +7,7 @@ from aiocelerymon.events.dispatcher import EventDispatcher
 from aiocelerymon.events.dumper import Dumper
 from aiocelerymon.events.receiver import EventReceiver, EventSettings, StreamGap
 from aiocelerymon.events.snapshot import Camera
+from aiocelerymon.events.state import State, Task, Worker
 
 __all__ = [
     "Camera",
@@ -15,5 +16,8 @@ __all__ = [
     "EventReceiver",
     "EventSettings",
     "Events",
+    "State",
     "StreamGap",
+    "Task",
+    "Worker",
 ]

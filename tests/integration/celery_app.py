@@ -47,3 +47,19 @@ def sleep(seconds: float) -> float:
     """Sleep, so a task can be seen as active; returns the seconds slept."""
     time.sleep(seconds)
     return seconds
+
+
+@app.task(bind=True, max_retries=3, default_retry_delay=0)
+def retry_once(self: Any) -> str:
+    """Fail the first attempt with a retry, then succeed: task-retried then task-succeeded."""
+    if self.request.retries == 0:
+        raise self.retry(exc=RuntimeError("first attempt"), countdown=0)
+    return "retried"
+
+
+@app.task(bind=True)
+def progress(self: Any, steps: int = 2) -> int:
+    """Send custom task-progress events (a custom state, PROGRESS, in State)."""
+    for step in range(steps):
+        self.send_event("task-progress", current=step + 1, total=steps)
+    return steps
