@@ -8,6 +8,7 @@ runs pickle: ``application/x-python-serialize`` cannot even be registered.
 from __future__ import annotations
 
 import codecs
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -63,7 +64,12 @@ def loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"invalid JSON body: {exc}") from exc
+        # kombu writes with stdlib json, which emits NaN/Infinity (e.g. `inspect conf true`
+        # shows result_backend_max_retries=inf); orjson refuses them, stdlib reads them.
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise DecodeError(f"invalid JSON body: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
