@@ -49,6 +49,7 @@ from aiocelerymon.control.commands import (
     commands_of_kind,
     parse_cli_arguments,
 )
+from aiocelerymon.events import Camera, Dumper, State
 from aiocelerymon.exceptions import (
     AiocelerymonError,
     ConnectError,
@@ -70,7 +71,7 @@ DEFAULT_TIMEOUT = 1.0
 #: Upper bound for closing the connection once the answer is printed.
 CLOSE_TIMEOUT = 5.0
 
-SUBCOMMANDS = ("control", "inspect", "status")
+SUBCOMMANDS = ("control", "events", "inspect", "status")
 
 # click's colour codes (``click.style``) and the regex click.echo strips them with.
 _COLOURS = {"red": 31, "green": 32, "cyan": 36, "white": 37}
@@ -159,6 +160,12 @@ class Invocation:
     destination: list[str] | None = None
     json: bool = False
     list: bool = False
+    dump: bool = False
+    camera: str | None = None
+    frequency: float = 1.0
+    maxrate: str | None = None
+    limit: int | None = None
+    duration: float | None = None
 
 
 def _top_parser(prog: str) -> _Parser:
@@ -175,6 +182,7 @@ def _top_parser(prog: str) -> _Parser:
             "  status    Show which workers answer a ping.\n"
             "  inspect   Query the workers (NAME: see `inspect --list`).\n"
             "  control   Change the workers' behaviour (NAME: see `control --list`).\n"
+            "  events    Dump the event stream (--dump) or run a camera (--camera).\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -215,7 +223,33 @@ def _top_parser(prog: str) -> _Parser:
     return parser
 
 
+def _events_parser(prog: str) -> _Parser:
+    parser = _Parser(
+        prog=f"{prog} events",
+        usage=f"{prog} events [OPTIONS]",
+        help_command=f"{prog} events",
+        description="Print the event stream as `celery events --dump` does, or run a camera.",
+    )
+    group = parser.add_argument_group("event options")
+    group.add_argument("-d", "--dump", action="store_true", help="Print every event.")
+    group.add_argument(
+        "-j", "--json", action="store_true", help="With --dump: one JSON object per line."
+    )
+    group.add_argument("-c", "--camera", metavar="CLASS", help="Camera class (module.Class).")
+    group.add_argument(
+        "-F", "--frequency", "--freq", metavar="SECONDS", type=float, default=1.0,
+        help="Camera shutter frequency (default 1.0).",
+    )  # fmt: skip
+    group.add_argument("-r", "--maxrate", metavar="RATE", help="Camera rate limit, e.g. 10/s.")
+    group.add_argument("--limit", type=int, metavar="N", help="Stop after N events.")
+    group.add_argument("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
+    group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
+    return parser
+
+
 def _sub_parser(prog: str, subcommand: str) -> _Parser:
+    if subcommand == "events":
+        return _events_parser(prog)
     takes_command = subcommand != "status"
     usage = f"{prog} {subcommand} [OPTIONS]" + (" COMMAND" if takes_command else "")
     descriptions = {
@@ -331,6 +365,8 @@ def parse_args(argv: Sequence[str], prog: str = "aiocelerymon") -> tuple[Invocat
     sns = sub.parse_intermixed_args(ns.rest)
     if sns.help:
         raise _ExitWith(sub.format_help().rstrip("\n"), EX_OK)
+    if ns.subcommand == "events":
+        return _events_invocation(ns, sns), sub
     prefix = f"CELERY_{ns.subcommand.upper()}_"
     raw_timeout = sns.timeout if sns.timeout is not None else _env(prefix + "TIMEOUT")
     try:
@@ -360,6 +396,68 @@ def parse_args(argv: Sequence[str], prog: str = "aiocelerymon") -> tuple[Invocat
         list=bool(getattr(sns, "list", False)),
     )
     return invocation, sub
+
+
+def _events_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> Invocation:
+    if not (sns.dump or sns.camera):
+        # The live terminal monitor (Celery's curses `events`) is not built yet.
+        raise UsageError("events needs --dump or --camera CLASS.")
+    return Invocation(
+        subcommand="events",
+        app=ns.app or _env("APP", "CELERY_APP"),
+        broker=ns.broker or _env("BROKER_URL", "CELERY_BROKER"),
+        control_exchange=ns.control_exchange,
+        transport_options=dict(_transport_option(item) for item in ns.transport_option),
+        json=bool(sns.json),
+        dump=bool(sns.dump),
+        camera=sns.camera,
+        frequency=sns.frequency,
+        maxrate=sns.maxrate,
+        limit=sns.limit,
+        duration=sns.duration,
+    )
+
+
+def load_camera(path: str) -> type[Camera]:
+    """Import a camera class from ``module.Class`` or ``module:Class``.
+
+    Raises:
+        UsageError: it cannot be imported or is not a Camera.
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UsageError(f"Cannot load camera {path!r}: {exc}.") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Camera)):
+        raise UsageError(f"{path!r} is not an aiocelerymon.events.Camera subclass.")
+    return cls
+
+
+async def _run_events(client: Client, invocation: Invocation, out: Output) -> int:
+    """``events --dump`` / ``--camera``: receive until interrupted, --limit or --duration."""
+    receiver = client.events.receiver()
+    camera: Camera | None = None
+    if invocation.camera:
+        state = State()
+        receiver.handlers["*"] = state.event
+        cls = load_camera(invocation.camera)
+        camera = cls(state, freq=invocation.frequency, maxrate=invocation.maxrate)
+        await camera.start()
+    else:
+        out.echo("-> evdump: starting capture...")
+        if invocation.json:
+            receiver.handlers["*"] = lambda ev: out.echo(json.dumps(ev, default=str))
+        else:
+            receiver.handlers["*"] = Dumper(out.stdout).on_event
+    try:
+        await receiver.capture(limit=invocation.limit, timeout=invocation.duration)
+    finally:
+        if camera is not None:
+            await camera.aclose()
+    return EX_OK
 
 
 # ------------------------------------------------------------------------------------------
@@ -661,6 +759,8 @@ async def _execute(invocation: Invocation, app: Any, arguments: dict[str, Any], 
                 raise ConnectError(
                     f"no connection to {client.transport.url} within {limit}s"
                 ) from None
+            if invocation.subcommand == "events":
+                return await _run_events(client, invocation, out)
             return await _collect(client, invocation, arguments, out)
         finally:
             with contextlib.suppress(Exception):
@@ -703,7 +803,7 @@ async def run(
         app = load_app(invocation.app) if invocation.app else None
         catalogue = catalogue_for(app)
         arguments: dict[str, Any] = {}
-        if invocation.subcommand != "status":
+        if invocation.subcommand not in ("status", "events"):
             kind: CommandKind = "inspect" if invocation.subcommand == "inspect" else "control"
             if invocation.list:
                 out.command_list(kind, catalogue)

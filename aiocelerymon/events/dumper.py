@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import IO, Any
 
 __all__ = ["Dumper", "humanize_type"]
 
@@ -31,7 +31,7 @@ def humanize_type(type_: str) -> str:
 class Dumper:
     """Formats events as ``celery events --dump`` does and writes them to ``out``."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: IO[str] | None = None) -> None:
         self.out = out
         self._tasks: OrderedDict[str, str] = OrderedDict()
 

@@ -1,0 +1,90 @@
+"""``aiocelerymon events --dump`` and ``--camera`` on the in-memory broker."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+
+import pytest
+
+import aiocelerymon
+from aiocelerymon import cli
+from aiocelerymon.events import Camera, Dumper
+from aiocelerymon.wire import names
+
+SHOTS: list[int] = []
+
+
+class CountingCamera(Camera):
+    """Used by --camera below: records how many tasks the State holds at each shot."""
+
+    async def on_shutter(self, state):
+        SHOTS.append(len(state.tasks))
+
+
+async def _run_with_events(argv: list[str], url: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    async with aiocelerymon.Client(url) as client:
+        # The receiver casts `heartbeat` once subscribed: our readiness signal, no sleep.
+        async with client.transport.subscribe(names.node_binding("probe@test")) as probe:
+            run = asyncio.create_task(cli.run(["-b", url, *argv], stdout=out, stderr=err))
+            await asyncio.wait_for(probe.receive(), 10)
+        d = client.events.dispatcher("w1@test")
+        task_id = str(uuid.uuid4())
+        await d.send("task-received", uuid=task_id, name="proj.add", args="(2, 2)", kwargs="{}")
+        await d.send("task-succeeded", uuid=task_id, result="4", runtime=0.5)
+        await d.flush()
+        await d.send("worker-offline", freq=2.0)
+        code = await asyncio.wait_for(run, 10)
+    assert err.getvalue() == ""
+    return code, out.getvalue()
+
+
+async def test_dump_prints_celerys_lines():
+    url = f"memory://cli-ev-{uuid.uuid4().hex}"
+    code, output = await _run_with_events(["events", "--dump", "--limit", "3"], url)
+    lines = output.splitlines()
+    assert code == 0
+    assert lines[0] == "-> evdump: starting capture..."
+    assert len(lines) == 4
+    assert " task received: proj.add(" in lines[1] and "args=(2, 2) kwargs={}" in lines[1]
+    assert " task succeeded: proj.add(" in lines[2] and "result=4, runtime=0.5" in lines[2]
+    assert lines[3].startswith("w1@test [") and "] shutdown: " in lines[3]
+
+
+async def test_dump_json_is_one_object_per_line():
+    url = f"memory://cli-ev-{uuid.uuid4().hex}"
+    code, output = await _run_with_events(["events", "--dump", "--json", "--limit", "3"], url)
+    events = [json.loads(line) for line in output.splitlines()[1:]]
+    assert code == 0
+    assert [e["type"] for e in events] == ["task-received", "task-succeeded", "worker-offline"]
+    assert all("local_received" in e for e in events)
+    # The same events, formatted, are what the text dump prints.
+    dumper = Dumper()
+    assert dumper.format(events[0]).startswith("w1@test [")
+
+
+async def test_camera_runs_on_the_state():
+    SHOTS.clear()
+    url = f"memory://cli-ev-{uuid.uuid4().hex}"
+    argv = ["events", "--camera", f"{__name__}.CountingCamera", "--frequency", "60", "--limit", "3"]
+    code, _ = await _run_with_events(argv, url)
+    assert code == 0
+    assert SHOTS == [1]  # the last shot on shutdown sees the one task
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["events"], "needs --dump or --camera"),
+        (["events", "--camera", "nosuch.module.Cam"], "Cannot load camera"),
+        (["events", "--camera", "aiocelerymon.events.State"], "not an aiocelerymon.events.Camera"),
+    ],
+)
+async def test_events_usage_errors(argv, message):
+    out, err = io.StringIO(), io.StringIO()
+    code = await cli.run(["-b", "memory://x", *argv], stdout=out, stderr=err)
+    assert code == cli.EX_USAGE
+    assert message in err.getvalue()
