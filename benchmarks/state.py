@@ -1,0 +1,93 @@
+"""State alone: the same event stream into Celery's State and ours; memory per retained task."""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+WORKERS = 4
+
+
+def stream(tasks: int) -> list[dict[str, Any]]:
+    """received/started/succeeded per task, from WORKERS workers, as a receiver hands them on."""
+    events: list[dict[str, Any]] = []
+    now = time.time()
+    clock = 0
+    for i in range(tasks):
+        task_id = str(uuid.uuid4())
+        host = f"celery@worker{i % WORKERS}"
+        for type_, extra in (
+            ("task-received", {"name": "proj.tasks.add", "args": "(2, 2)", "kwargs": "{}",
+                               "root_id": task_id, "parent_id": None, "retries": 0,
+                               "eta": None, "expires": None}),
+            ("task-started", {}),
+            ("task-succeeded", {"result": "4", "runtime": 0.0012}),
+        ):  # fmt: skip
+            clock += 1
+            events.append(
+                {"hostname": host, "utcoffset": 0, "pid": 1000 + i % WORKERS, "clock": clock,
+                 "uuid": task_id, **extra, "timestamp": now + clock * 1e-4, "type": type_,
+                 "local_received": now + clock * 1e-4}
+            )  # fmt: skip
+    return events
+
+
+def _rate(make: Callable[[], Any], events: list[dict[str, Any]]) -> float:
+    state = make()
+    feed = state.event
+    batch = [dict(e) for e in events]  # State adds keys to the dicts, so each run gets copies
+    gc.collect()
+    start = time.process_time()
+    for ev in batch:
+        feed(ev)
+    return len(batch) / (time.process_time() - start)
+
+
+def _bytes_per_task(make: Callable[[], Any], events: list[dict[str, Any]], tasks: int) -> float:
+    batch = [dict(e) for e in events]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    state = make()
+    for ev in batch:
+        state.event(ev)
+    del batch
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert len(state.tasks) == tasks
+    return grown / tasks
+
+
+def run(*, quick: bool = False) -> list[dict[str, Any]]:
+    from celery.events.state import State as CeleryState
+
+    from aiocelerymon.events.state import State
+
+    rows: list[dict[str, Any]] = []
+    tasks = 10_000 if quick else 66_667
+    events = stream(tasks)
+    for limit in (10_000, 100_000):
+        rows.append(
+            {
+                "name": f"State, {len(events):,} task events, max_tasks {limit:,}",
+                "unit": "events/s",
+                "ours": _rate(lambda lim=limit: State(max_tasks_in_memory=lim), events),
+                "theirs": _rate(lambda lim=limit: CeleryState(max_tasks_in_memory=lim), events),
+            }
+        )
+    retained = 5_000 if quick else 20_000
+    small = stream(retained)
+    ours = _bytes_per_task(lambda: State(max_tasks_in_memory=retained), small, retained)
+    theirs = _bytes_per_task(lambda: CeleryState(max_tasks_in_memory=retained), small, retained)
+    # Lower is better here: the ratio column shows how many times less memory we use.
+    rows.append(
+        {"name": "bytes per retained finished task (lower is better)", "unit": "B",
+         "ours": ours, "theirs": theirs, "ratio": theirs / ours}
+    )  # fmt: skip
+    return rows
