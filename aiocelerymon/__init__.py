@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiocelerymon._url import BrokerURL, parse_url
 from aiocelerymon._version import __version__
 from aiocelerymon.client import Client
+from aiocelerymon.control import Node
 from aiocelerymon.events import State
 from aiocelerymon.exceptions import (
     AiocelerymonError,
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectionLostError",
+    "Node",
     "RetryPolicy",
     "State",
     "Transport",

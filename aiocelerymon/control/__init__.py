@@ -4,5 +4,17 @@ from __future__ import annotations
 
 from aiocelerymon.control._control import Control, Inspect, NodeReplies, Replies, is_error
 from aiocelerymon.control._mailbox import ControlSettings, Mailbox
+from aiocelerymon.control.node import Node, NodeClient, NodeNameInUseError
 
-__all__ = ["Control", "ControlSettings", "Inspect", "Mailbox", "NodeReplies", "Replies", "is_error"]
+__all__ = [
+    "Control",
+    "ControlSettings",
+    "Inspect",
+    "Mailbox",
+    "Node",
+    "NodeClient",
+    "NodeNameInUseError",
+    "NodeReplies",
+    "Replies",
+    "is_error",
+]

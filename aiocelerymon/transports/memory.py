@@ -152,6 +152,13 @@ class MemoryBroker:
         return ex
 
     def _publish(self, message: Message, exchange: Exchange, routing_key: str) -> None:
+        if not exchange.name:
+            # AMQP's default exchange: every queue is bound by its own name (the
+            # reply_to.exchange == "" shortcut workers accept, wire reference §2.4).
+            q = self._queues.get(routing_key)
+            if q is not None:
+                self._enqueue(q, message, "", routing_key, time.monotonic())
+            return
         ex = self._declare_exchange(exchange)
         kind = ex.spec.kind
         now = time.monotonic()
