@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mappi
 from typing import TYPE_CHECKING, Any
 
 from aiocelerymon.exceptions import ConnectionLostError
+from aiocelerymon.transports import TransportState
 from aiocelerymon.wire.pidbox import ReplyTo, request_body
 
 if TYPE_CHECKING:
@@ -181,8 +182,12 @@ class Control:
             if _result is not None:
                 _result.missing = frozenset(waiting - answered)
                 _result.duplicates = frozenset(duplicates)
-                # A reconnect of the reply queue during the call may have lost replies.
-                _result.complete = generation == mailbox.generation
+                # A reconnect of the reply queue during the call, or an outage still going on
+                # at its end (no restore yet, so no new generation), may have lost replies.
+                _result.complete = (
+                    generation == mailbox.generation
+                    and mailbox.transport.state is TransportState.CONNECTED
+                )
 
     async def _send(
         self,
