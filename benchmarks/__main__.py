@@ -12,7 +12,7 @@ import platform
 import sys
 from pathlib import Path
 
-from benchmarks import decode, state
+from benchmarks import decode, inspect_latency, state
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -21,8 +21,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     parser.add_argument("--json", type=Path, help="also write machine-readable results here")
+    parser.add_argument(
+        "--no-brokers", action="store_true", help="skip benchmarks that start brokers and workers"
+    )
     args = parser.parse_args()
     rows = decode.run(quick=args.quick) + state.run(quick=args.quick)
+    if not args.no_brokers:
+        rows += inspect_latency.run(quick=args.quick)
     header = "| benchmark | aiocelerymon | Celery/kombu | ratio |\n|---|---:|---:|---:|"
     lines = [
         f"| {r['name']} | {r['ours']:,.0f} {r['unit']} | {r['theirs']:,.0f} {r['unit']} "
@@ -49,7 +54,10 @@ def main() -> None:
         "  `kombu.serialization.loads`). The figure is events per second, best of 5 rounds.\n"
         "* **State**: received/started/succeeded for ~67k tasks from 4 workers (200k events),\n"
         "  as the receiver hands them on, into `celery.events.state.State` and ours; CPU time\n"
-        "  of the feeding loop. Memory: tracemalloc growth per retained finished task.\n\n"
+        "  of the feeding loop. Memory: tracemalloc growth per retained finished task.\n"
+        "* **ping latency**: two real workers on a local Redis; ours knows the workers and\n"
+        "  returns when both answered, Celery's `app.control.ping(timeout=1.0)` always waits\n"
+        "  its timeout. Plus concurrent `inspect().ping()` calls per second on one client.\n\n"
         f"## Results\n\nMachine: {machine}, {_cores()} cores.\n\n{table}\n"
     )
     if args.json:

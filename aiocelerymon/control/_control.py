@@ -483,9 +483,11 @@ class Inspect:
         )
         assert replies is not None
         flat = replies.flatten()
-        if self.pattern and self.matcher:
-            # Celery filters again locally with the same matcher.
-            for node in [n for n in flat if not _matches(n, self.pattern, self.matcher)]:
+        if self.pattern:
+            # Celery filters again locally, with glob when no matcher is given (the request
+            # itself only carries the pattern when both are set, so everyone answers).
+            matcher = self.matcher or "glob"
+            for node in [n for n in flat if not _matches(n, self.pattern, matcher)]:
                 del flat[node]
         return flat or None
 
@@ -493,8 +495,10 @@ class Inspect:
         """Any inspect command by name, custom ones included."""
         return await self._request(command, **arguments)
 
-    async def ping(self) -> NodeReplies | None:
-        """``{node: {"ok": "pong"}}``."""
+    async def ping(self, destination: Sequence[str] | None = None) -> NodeReplies | None:
+        """``{node: {"ok": "pong"}}``; ``destination`` re-targets this Inspect, as in Celery."""
+        if destination:
+            self.destination = destination
         return await self._request("ping")
 
     async def clock(self) -> NodeReplies | None:
@@ -535,9 +539,13 @@ class Inspect:
         """Queues each worker consumes from."""
         return await self._request("active_queues")
 
-    async def query_task(self, *ids: str) -> NodeReplies | None:
-        """``{node: {task_id: [state, info]}}`` for the ids each worker knows."""
-        return await self._request("query_task", ids=list(ids))
+    async def query_task(self, *ids: str | Sequence[str]) -> NodeReplies | None:
+        """``{node: {task_id: [state, info]}}`` for the ids each worker knows.
+
+        Like Celery, one list of ids is accepted as well as the ids themselves.
+        """
+        flat = list(ids[0]) if len(ids) == 1 and not isinstance(ids[0], str) else list(ids)
+        return await self._request("query_task", ids=flat)
 
     async def conf(self, with_defaults: bool = False) -> NodeReplies | None:
         """Each worker's configuration (secrets masked by the worker)."""

@@ -22,8 +22,8 @@ import redis.exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.connection import (
     AbstractConnection,
+    BlockingConnectionPool,
     Connection,
-    ConnectionPool,
     SSLConnection,
     UnixDomainSocketConnection,
 )
@@ -68,6 +68,8 @@ BRPOP_GRACE: Final = 10.0
 #: with asyncio.timeout, not redis-py's ``socket_timeout``: that one wraps writes in
 #: ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation (seen in testing).
 COMMAND_TIMEOUT: Final = 10.0
+#: Size of the command connection pool (kombu's ``max_connections`` transport option).
+DEFAULT_MAX_CONNECTIONS: Final = 50
 #: How much of an undecodable payload goes into the warning.
 _EXCERPT: Final = 120
 
@@ -500,7 +502,16 @@ class RedisTransport(TransportBase):
         return conn
 
     async def _open(self) -> None:
-        pool = ConnectionPool(connection_class=self._conn_class, **self._conn_kwargs)
+        # Many concurrent calls must queue for a connection, not fail: redis-py 8's default pool
+        # raises at 100 in use. kombu's ``max_connections`` option sizes it; every command is
+        # already bounded by COMMAND_TIMEOUT, so waiting for a free connection is bounded too.
+        size = int(self.transport_options.get("max_connections") or DEFAULT_MAX_CONNECTIONS)
+        pool = BlockingConnectionPool(
+            connection_class=self._conn_class,
+            max_connections=size,
+            timeout=None,
+            **self._conn_kwargs,
+        )
         client: Redis = Redis.from_pool(pool)
         self._client = client
         try:
