@@ -12,7 +12,6 @@ Redis db 3 with a ``global_keyprefix``, RabbitMQ ``/`` and RabbitMQ on a vhost w
 
 Where Celery's client and ours differ on purpose (the total deadline, early finish, ``missing``,
 an exact ``limit``) the tests compare what both return and assert our extras separately.
-
 """
 
 from __future__ import annotations
