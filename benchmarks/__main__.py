@@ -55,9 +55,9 @@ def main() -> None:
         "* **State**: received/started/succeeded for ~67k tasks from 4 workers (200k events),\n"
         "  as the receiver hands them on, into `celery.events.state.State` and ours; CPU time\n"
         "  of the feeding loop. Memory: tracemalloc growth per retained finished task.\n"
-        "* **ping latency**: two real workers on a local Redis; ours knows the workers and\n"
-        "  returns when both answered, Celery's `app.control.ping(timeout=1.0)` always waits\n"
-        "  its timeout. Plus concurrent `inspect().ping()` calls per second on one client.\n\n"
+        "* **ping latency**: two real workers on local Redis and RabbitMQ; ours knows the\n"
+        "  workers and returns when both answered, Celery's `app.control.ping(timeout=1.0)`\n"
+        "  always waits its timeout. Plus concurrent `inspect().ping()` calls/s on one client.\n\n"
         f"## Results\n\nMachine: {machine}, {_cores()} cores.\n\n{table}\n"
     )
     if args.json:
