@@ -717,8 +717,8 @@ async def _confirm(prompt: str, out: Output, stdin: IO[str]) -> bool:
     out.stdout.write(f"{prompt} [y/N]: ")
     out.stdout.flush()
     answer = await asyncio.to_thread(stdin.readline)
-    if not answer.endswith("\n"):
-        out.echo()
+    if not _isatty(stdin):
+        out.echo()  # a terminal echoes the typed newline; piped input does not
     return answer.strip().lower() in ("y", "yes")
 
 
