@@ -589,7 +589,8 @@ async def _run_monitor(
     app = MonitorApp(
         client, limit=invocation.limit, duration=invocation.duration, on_ready=on_ready
     )
-    code = await app.run_async()
+    with app.logs_as_notifications():
+        code = await app.run_async()
     return EX_OK if code is None else code
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiocelerymon.control import Node
 from aiocelerymon.events import EventDispatcher
+from aiocelerymon.events.dispatcher import SOFTWARE_INFO, load_average
 
 if TYPE_CHECKING:
     from aiocelerymon.client import Client
@@ -148,7 +149,11 @@ class DemoWorker:
 
     async def _heartbeat(self) -> None:
         # A worker answers a monitor's wake-up cast with a heartbeat event right away.
-        await self.dispatcher.send("worker-heartbeat", **self.dispatcher._worker_fields())
+        fields: dict[str, Any] = {
+            "freq": self.dispatcher.freq, "loadavg": load_average(), **self._stats(),
+            **SOFTWARE_INFO,
+        }  # fmt: skip
+        await self.dispatcher.send("worker-heartbeat", **fields)
 
     async def _rate_limit(self, task_name: str, rate_limit: Any, **kw: Any) -> dict[str, str]:
         if task_name not in self.tasks:

@@ -10,10 +10,12 @@ on a remote-control call (replies are awaited in a worker task).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -104,6 +106,22 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+class NotifyHandler(logging.Handler):
+    """Log records as toasts: a stream handler would write across the screen."""
+
+    def __init__(self, app: App[Any]) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            error = record.levelno >= logging.ERROR
+            message = self.format(record)
+            self.app.notify(message, severity="error" if error else "warning", timeout=8)
+        except Exception:
+            self.handleError(record)
+
+
 class MonitorApp(App[int]):
     """Workers, a task table with selection, and Celery's monitor keys, fed by ``client``."""
 
@@ -175,6 +193,24 @@ class MonitorApp(App[int]):
         self.set_interval(self.refresh_interval, self.refresh_view)
         self.refresh_view()
         self._capture()
+
+    @contextlib.contextmanager
+    def logs_as_notifications(self, logger: str = "aiocelerymon") -> Iterator[None]:
+        """While the screen is up, warnings of ``logger`` become toasts instead of stderr."""
+        log = logging.getLogger(logger)
+        saved, propagate = log.handlers[:], log.propagate
+        for handler in saved:
+            log.removeHandler(handler)
+        notify = NotifyHandler(self)
+        log.addHandler(notify)
+        log.propagate = False
+        try:
+            yield
+        finally:
+            log.removeHandler(notify)
+            for handler in saved:
+                log.addHandler(handler)
+            log.propagate = propagate
 
     @work(exclusive=True, group="capture")
     async def _capture(self) -> None:

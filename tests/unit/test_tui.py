@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import re
 import time
@@ -266,3 +267,25 @@ async def test_events_command_without_textual_is_one_line(monkeypatch) -> None:
         == "Error: The live monitor needs textual: pip install 'aiocelerymon[tui]'.\n"
     )
     assert out.getvalue() == ""
+
+
+async def test_warnings_become_toasts_while_the_screen_is_up(cluster) -> None:
+    client, _ = cluster
+    log = logging.getLogger("aiocelerymon.test")
+    ours = logging.getLogger("aiocelerymon")
+    stream = logging.StreamHandler(io.StringIO())
+    ours.addHandler(stream)
+    try:
+        app = MonitorApp(client, refresh=3600)
+        async with app.run_test(size=SIZE) as pilot:
+            with app.logs_as_notifications():
+                assert stream not in ours.handlers
+                log.warning("connection to memory:// lost (boom); reconnecting")
+                await pilot.pause()
+                messages = [n.message for n in app._notifications]
+            assert messages == ["connection to memory:// lost (boom); reconnecting"]
+            assert stream in ours.handlers
+            await pilot.press("q")
+        assert stream.stream.getvalue() == ""
+    finally:
+        ours.removeHandler(stream)
