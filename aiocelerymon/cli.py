@@ -250,7 +250,10 @@ def _events_parser(prog: str) -> _Parser:
         prog=f"{prog} events",
         usage=f"{prog} events [OPTIONS]",
         help_command=f"{prog} events",
-        description="Print the event stream as `celery events --dump` does, or run a camera.",
+        description=(
+            "The live monitor (Celery's curses monitor, with textual); or print the event "
+            "stream as `celery events --dump` does; or run a camera."
+        ),
     )
     group = parser.add_argument_group("event options")
     group.add_argument("-d", "--dump", action="store_true", help="Print every event.")

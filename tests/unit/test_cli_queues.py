@@ -190,3 +190,19 @@ async def test_help_lists_the_new_commands() -> None:
         assert line in result.out
     purge = await run_cli("purge", "--help")
     assert "-f, --force" in purge.out and "-X QUEUES, --exclude-queues QUEUES" in purge.out
+
+
+async def test_default_queues_are_the_apps_and_the_workers(
+    broker: Broker, worker: DemoWorker
+) -> None:
+    """As `celery purge`: the app's task queues by default, here plus what workers consume."""
+    from celery import Celery
+    from kombu import Queue
+
+    app = Celery("q", broker=broker.url, set_as_current=False)
+    app.conf.task_queues = [Queue("hipri"), Queue("lopri"), Queue("celery")]
+    invocation = cli.Invocation(subcommand="purge", timeout=0.5, exclude=("lopri",))
+    names = await cli.task_queues(broker.client, invocation, app)
+    assert names == ["hipri", "celery"]
+    named = cli.Invocation(subcommand="purge", queues=("x", "y", "x"), exclude=("y",))
+    assert await cli.task_queues(broker.client, named, app) == ["x"]
