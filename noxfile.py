@@ -67,6 +67,10 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
-    """The main job on the embedded in-memory broker: no broker to install."""
-    session.install("-e", ".")
-    session.run("python", "-m", "aiocelerymon.demo", *session.posargs)
+    """The main job on the embedded in-memory broker: no broker to install.
+
+    On a terminal it opens the live monitor (q quits); without one it prints the events in
+    Celery's dump format for 5 s. ``nox -s demo -- --dump --duration 10`` passes options on.
+    """
+    session.install("-e", ".[tui]")
+    session.run("aiocelerymon", "demo", *session.posargs)

@@ -14,6 +14,12 @@ Usage::
     aiocelerymon status  [-t SECONDS] [-d NODE[,NODE...]] [-j]
     aiocelerymon inspect [-t SECONDS] [-d NODE[,NODE...]] [-j] [--list] NAME [ARG ...]
     aiocelerymon control [-t SECONDS] [-d NODE[,NODE...]] [-j] [--list] NAME [ARG ...]
+    aiocelerymon events  [--dump [-j] | --camera CLASS] [--limit N] [--duration SECONDS]
+    aiocelerymon queues  [-Q a,b] [-X c] [-j] [--watch [SECONDS]] [--count N]
+    aiocelerymon purge   [-Q a,b] [-X c] [-f]
+    aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
+
+``events`` without ``--dump``/``--camera`` opens the live monitor (the ``tui`` extra).
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ import shutil
 import sys
 import textwrap
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pprint import pformat
 from typing import IO, Any, NoReturn
 from urllib.parse import quote
@@ -56,6 +64,7 @@ from aiocelerymon.exceptions import (
     ConnectionLostError,
     TransportTimeoutError,
 )
+from aiocelerymon.transports import QueueDepth
 
 __all__ = ["EX_OK", "EX_UNAVAILABLE", "EX_USAGE", "main", "run"]
 
@@ -70,8 +79,10 @@ DEFAULT_BROKER_URL = "amqp://guest@localhost//"
 DEFAULT_TIMEOUT = 1.0
 #: Upper bound for closing the connection once the answer is printed.
 CLOSE_TIMEOUT = 5.0
+#: ``demo`` without a terminal ends by itself after this many seconds.
+DEMO_DURATION = 5.0
 
-SUBCOMMANDS = ("control", "events", "inspect", "status")
+SUBCOMMANDS = ("control", "demo", "events", "inspect", "purge", "queues", "status")
 
 # click's colour codes (``click.style``) and the regex click.echo strips them with.
 _COLOURS = {"red": 31, "green": 32, "cyan": 36, "white": 37}
@@ -166,6 +177,14 @@ class Invocation:
     maxrate: str | None = None
     limit: int | None = None
     duration: float | None = None
+    #: queues/purge: -Q, -X, -f, --watch, --count; demo: --rate.
+    # Tuples: `list` is a field name in this class body.
+    queues: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    force: bool = False
+    watch: float | None = None
+    count: int | None = None
+    rate: float = 4.0
 
 
 def _top_parser(prog: str) -> _Parser:
@@ -182,7 +201,10 @@ def _top_parser(prog: str) -> _Parser:
             "  status    Show which workers answer a ping.\n"
             "  inspect   Query the workers (NAME: see `inspect --list`).\n"
             "  control   Change the workers' behaviour (NAME: see `control --list`).\n"
-            "  events    Dump the event stream (--dump) or run a camera (--camera).\n"
+            "  events    Live monitor; or dump the events (--dump), or run a camera.\n"
+            "  queues    Messages waiting and consumers per task queue.\n"
+            "  purge     Delete the waiting messages of task queues.\n"
+            "  demo      The live monitor on simulated workers, no broker needed.\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -228,7 +250,10 @@ def _events_parser(prog: str) -> _Parser:
         prog=f"{prog} events",
         usage=f"{prog} events [OPTIONS]",
         help_command=f"{prog} events",
-        description="Print the event stream as `celery events --dump` does, or run a camera.",
+        description=(
+            "The live monitor (Celery's curses monitor, with textual); or print the event "
+            "stream as `celery events --dump` does; or run a camera."
+        ),
     )
     group = parser.add_argument_group("event options")
     group.add_argument("-d", "--dump", action="store_true", help="Print every event.")
@@ -247,9 +272,90 @@ def _events_parser(prog: str) -> _Parser:
     return parser
 
 
+def _queue_options(parser: _Parser, title: str, verb: str) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group(title)
+    group.add_argument(
+        "-Q", "--queues", metavar="QUEUES", action="append",
+        help=f"Comma-separated queue names to {verb} (default: the queues the workers consume).",
+    )  # fmt: skip
+    group.add_argument(
+        "-X", "--exclude-queues", metavar="QUEUES", action="append", default=[],
+        help=f"Comma-separated queue names not to {verb}.",
+    )  # fmt: skip
+    group.add_argument(
+        "-t", "--timeout", metavar="SECONDS", type=float, default=DEFAULT_TIMEOUT,
+        help=f"How long workers get to answer active_queues (default {DEFAULT_TIMEOUT}).",
+    )  # fmt: skip
+    group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
+    return group
+
+
+def _queues_parser(prog: str) -> _Parser:
+    parser = _Parser(
+        prog=f"{prog} queues",
+        usage=f"{prog} queues [OPTIONS]",
+        help_command=f"{prog} queues",
+        description="Show the messages waiting and the consumers of each task queue.",
+    )
+    group = _queue_options(parser, "queue options", "show")
+    group.add_argument("-j", "--json", action="store_true", help="Print JSON.")
+    group.add_argument(
+        "-w", "--watch", metavar="SECONDS", nargs="?", type=float, const=2.0,
+        help="Refresh every SECONDS (default 2) until interrupted.",
+    )  # fmt: skip
+    group.add_argument("--count", type=int, metavar="N", help="With --watch: stop after N.")
+    return parser
+
+
+def _purge_parser(prog: str) -> _Parser:
+    parser = _Parser(
+        prog=f"{prog} purge",
+        usage=f"{prog} purge [OPTIONS]",
+        help_command=f"{prog} purge",
+        description=(
+            "Erase all messages from the known task queues. There is no undo for this "
+            "operation. Remote-control and event queues are never touched."
+        ),
+    )
+    group = _queue_options(parser, "purging options", "purge")
+    group.add_argument("-f", "--force", action="store_true", help="Don't prompt for verification.")
+    return parser
+
+
+def _demo_parser(prog: str) -> _Parser:
+    parser = _Parser(
+        prog=f"{prog} demo",
+        usage=f"{prog} demo [OPTIONS]",
+        help_command=f"{prog} demo",
+        description=(
+            "Simulated async workers on the embedded in-memory broker: the live monitor on a "
+            "terminal, otherwise (or with --dump) their events in Celery's dump format."
+        ),
+    )
+    group = parser.add_argument_group("demo options")
+    group.add_argument("-d", "--dump", action="store_true", help="Print the events instead.")
+    group.add_argument("-j", "--json", action="store_true", help="With --dump: JSON lines.")
+    group.add_argument("--limit", type=int, metavar="N", help="Stop after N events.")
+    group.add_argument(
+        "--duration", type=float, metavar="SECONDS",
+        help=f"Stop after SECONDS (default without a terminal: {DEMO_DURATION:g}).",
+    )  # fmt: skip
+    group.add_argument(
+        "--rate", type=float, default=4.0, metavar="N", help="Tasks per second (default 4)."
+    )
+    group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
+    return parser
+
+
 def _sub_parser(prog: str, subcommand: str) -> _Parser:
     if subcommand == "events":
         return _events_parser(prog)
+    if subcommand == "queues":
+        return _queues_parser(prog)
+    if subcommand == "purge":
+        return _purge_parser(prog)
+    if subcommand == "demo":
+        return _demo_parser(prog)
     takes_command = subcommand != "status"
     usage = f"{prog} {subcommand} [OPTIONS]" + (" COMMAND" if takes_command else "")
     descriptions = {
@@ -367,6 +473,8 @@ def parse_args(argv: Sequence[str], prog: str = "aiocelerymon") -> tuple[Invocat
         raise _ExitWith(sub.format_help().rstrip("\n"), EX_OK)
     if ns.subcommand == "events":
         return _events_invocation(ns, sns), sub
+    if ns.subcommand in ("queues", "purge", "demo"):
+        return _broker_chore_invocation(ns, sns), sub
     prefix = f"CELERY_{ns.subcommand.upper()}_"
     raw_timeout = sns.timeout if sns.timeout is not None else _env(prefix + "TIMEOUT")
     try:
@@ -398,10 +506,36 @@ def parse_args(argv: Sequence[str], prog: str = "aiocelerymon") -> tuple[Invocat
     return invocation, sub
 
 
+def _split_queues(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    return tuple(name for value in values for name in value.split(",") if name)
+
+
+def _broker_chore_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> Invocation:
+    return Invocation(
+        subcommand=ns.subcommand,
+        app=ns.app or _env("APP", "CELERY_APP"),
+        broker=ns.broker or _env("BROKER_URL", "CELERY_BROKER"),
+        no_color=bool(ns.no_color),
+        quiet=bool(ns.quiet),
+        control_exchange=ns.control_exchange,
+        transport_options=dict(_transport_option(item) for item in ns.transport_option),
+        timeout=getattr(sns, "timeout", DEFAULT_TIMEOUT),
+        json=bool(getattr(sns, "json", False)),
+        dump=bool(getattr(sns, "dump", False)),
+        limit=getattr(sns, "limit", None),
+        duration=getattr(sns, "duration", None),
+        queues=_split_queues(getattr(sns, "queues", None)),
+        exclude=_split_queues(getattr(sns, "exclude_queues", None)) or (),
+        force=bool(getattr(sns, "force", False)),
+        watch=getattr(sns, "watch", None),
+        count=getattr(sns, "count", None),
+        rate=getattr(sns, "rate", 4.0),
+    )
+
+
 def _events_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> Invocation:
-    if not (sns.dump or sns.camera):
-        # The live terminal monitor (Celery's curses `events`) is not built yet.
-        raise UsageError("events needs --dump or --camera CLASS.")
     return Invocation(
         subcommand="events",
         app=ns.app or _env("APP", "CELERY_APP"),
@@ -436,8 +570,37 @@ def load_camera(path: str) -> type[Camera]:
     return cls
 
 
+#: Celery exits 2 when curses is missing (a click UsageError); so do we without textual.
+TUI_MISSING = "The live monitor needs textual: pip install 'aiocelerymon[tui]'."
+
+
+def _check_tui() -> None:
+    if importlib.util.find_spec("textual") is None:
+        raise UsageError(TUI_MISSING)
+
+
+async def _run_monitor(
+    client: Client,
+    invocation: Invocation,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """The live monitor until ``q``, --limit or --duration."""
+    try:
+        from aiocelerymon.tui import MonitorApp
+    except ImportError as exc:  # textual half-installed
+        raise UsageError(TUI_MISSING) from exc
+    app = MonitorApp(
+        client, limit=invocation.limit, duration=invocation.duration, on_ready=on_ready
+    )
+    with app.logs_as_notifications():
+        code = await app.run_async()
+    return EX_OK if code is None else code
+
+
 async def _run_events(client: Client, invocation: Invocation, out: Output) -> int:
     """``events --dump`` / ``--camera``: receive until interrupted, --limit or --duration."""
+    if not (invocation.dump or invocation.camera):
+        return await _run_monitor(client, invocation)
     receiver = client.events.receiver()
     camera: Camera | None = None
     if invocation.camera:
@@ -458,6 +621,191 @@ async def _run_events(client: Client, invocation: Invocation, out: Output) -> in
         if camera is not None:
             await camera.aclose()
     return EX_OK
+
+
+# ------------------------------------------------------------------------------------------
+# queues, purge
+
+
+#: kombu's Redis bookkeeping of delivered, unacknowledged messages (transport options
+#: ``unacked_key``/``unacked_index_key``/``unacked_mutex_key``): never a task queue.
+_UNACKED_OPTIONS = {
+    "unacked_key": "unacked",
+    "unacked_index_key": "unacked_index",
+    "unacked_mutex_key": "unacked_mutex",
+}
+
+
+def reserved_queue(name: str, client: Client) -> str | None:
+    """Why ``name`` must never be purged (a pidbox, event or unacked queue), or None."""
+    control = client.control_settings.control_exchange
+    # Celery names them <node>.<exchange>.pidbox and <oid>.reply.<exchange>.pidbox.
+    if name.endswith((f".{control}.pidbox", ".pidbox")):
+        return "it is a remote-control (pidbox) queue"
+    if name.startswith(f"{client.event_settings.event_queue_prefix}."):
+        return "it is an event queue"
+    options = client.transport.transport_options
+    if name in {str(options.get(k) or v) for k, v in _UNACKED_OPTIONS.items()}:
+        return "it holds kombu's unacknowledged messages, not waiting ones"
+    return None
+
+
+async def task_queues(client: Client, invocation: Invocation, app: Any = None) -> list[str]:
+    """-Q, else the app's task queues (Celery's default) and those the workers consume; -X
+    removed. Order: as named, then as discovered."""
+    names: list[str] = []
+    if invocation.queues is not None:
+        names = list(invocation.queues)
+    else:
+        if app is not None:
+            names.extend(str(q) for q in app.amqp.queues)
+        inspect = client.control.inspect(timeout=invocation.timeout)
+        replies: Mapping[str, Any] = await inspect.active_queues() or {}
+        for _node, queues in sorted(replies.items()):
+            for queue in queues if isinstance(queues, list) else ():
+                if isinstance(queue, dict) and isinstance(queue.get("name"), str):
+                    names.append(queue["name"])
+    excluded = set(invocation.exclude)
+    unique = [n for n in dict.fromkeys(names) if n not in excluded]
+    if not unique:
+        how = "named with -Q" if invocation.queues is not None else (
+            f"named with -Q, and no worker answered active_queues within {invocation.timeout:g}s"
+        )  # fmt: skip
+        raise CommandError(f"No task queues to work on: none {how}.")
+    return unique
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else f"{word}s"
+
+
+def _queues_table(depths: Sequence[tuple[str, QueueDepth | None]]) -> str:
+    rows = [("QUEUE", "MESSAGES", "CONSUMERS")]
+    for name, depth in depths:
+        if depth is None:
+            rows.append((name, "-", "no such queue"))
+        else:
+            consumers = "unknown" if depth.consumers is None else str(depth.consumers)
+            rows.append((name, str(depth.messages), consumers))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a.ljust(width)}  {b:>8}  {c:>9}".rstrip() for a, b, c in rows)
+
+
+async def _run_queues(client: Client, invocation: Invocation, app: Any, out: Output) -> int:
+    """``queues``: messages and consumers per queue, once or every --watch seconds."""
+    names = await task_queues(client, invocation, app)
+    shown = 0
+    while True:
+        depths = [(name, await client.transport.queue_depth(name)) for name in names]
+        if invocation.json:
+            out.json([
+                {"name": name, "exists": d is not None,
+                 "messages": d.messages if d else None, "consumers": d.consumers if d else None}
+                for name, d in depths
+            ])  # fmt: skip
+        else:
+            if invocation.watch is not None:
+                if _isatty(out.stdout):
+                    out.stdout.write("\033[H\033[2J")  # clear, as watch(1) does
+                stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+                out.echo(f"Every {invocation.watch:g}s: queues on {client.transport.url}  {stamp}")
+            out.echo(_queues_table(depths))
+        shown += 1
+        if invocation.watch is None or (invocation.count and shown >= invocation.count):
+            return EX_OK
+        await asyncio.sleep(invocation.watch)
+
+
+async def _confirm(prompt: str, out: Output, stdin: IO[str]) -> bool:
+    """click.confirm's ``[y/N]``: only y/yes agree; end of input does not."""
+    out.stdout.write(f"{prompt} [y/N]: ")
+    out.stdout.flush()
+    answer = await asyncio.to_thread(stdin.readline)
+    if not _isatty(stdin):
+        out.echo()  # a terminal echoes the typed newline; piped input does not
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def _run_purge(
+    client: Client, invocation: Invocation, app: Any, out: Output, stdin: IO[str]
+) -> int:
+    """``purge``: Celery's prompt and summary, plus a line per queue."""
+    names = await task_queues(client, invocation, app)
+    for name in names:
+        why = reserved_queue(name, client)
+        if why:
+            raise UsageError(f"Refusing to purge {name!r}: {why}.")
+    qnum = len(names)
+    queues_word = _plural(qnum, "queue")
+    if not invocation.force:
+        warning = out.style("WARNING", fg="red")
+        prompt = (
+            f"{warning}: This will remove all tasks from {queues_word}: "
+            f"{', '.join(sorted(names))}.\n"
+            "         There is no undo for this operation!\n\n"
+            "(to skip this prompt use the -f option)\n"
+            "Are you sure you want to delete all tasks?"
+        )
+        if not await _confirm(_ANSI.sub("", prompt) if not _isatty(out.stdout) else prompt,
+                              out, stdin):  # fmt: skip
+            out.error("Aborted!")
+            return EX_FAILURE
+    total = 0
+    for name in names:
+        count = await client.transport.purge_queue(name)
+        if count is None:
+            out.echo(f"{name}: no such queue")
+            continue
+        total += count
+        out.echo(f"{name}: {count} {_plural(count, 'message')} purged")
+    if total:
+        out.echo(
+            f"Purged {total} {_plural(total, 'message')} from {qnum} known task {queues_word}."
+        )
+    else:
+        out.echo(f"No messages purged from {qnum} {queues_word}.")
+    return EX_OK
+
+
+# ------------------------------------------------------------------------------------------
+# demo
+
+
+async def _run_demo(invocation: Invocation, out: Output) -> int:
+    """Simulated workers on a private in-memory broker; the monitor on a terminal, else dump."""
+    from aiocelerymon.demo import DemoCluster
+
+    monitor = not invocation.dump and _isatty(out.stdout)
+    if monitor:
+        _check_tui()
+    duration = invocation.duration
+    if duration is None and not monitor and invocation.limit is None:
+        duration = DEMO_DURATION  # nobody to press q: end by itself
+    run = Invocation(
+        subcommand="events", limit=invocation.limit, duration=duration,
+        dump=not monitor, json=invocation.json,
+    )  # fmt: skip
+    async with Client(f"memory://demo-{uuid.uuid4().hex}") as client:
+        cluster = DemoCluster(client, rate=invocation.rate)
+        try:
+            if monitor:
+                return await _run_monitor(client, run, on_ready=cluster.start)
+            receiver = client.events.receiver()
+            if invocation.json:
+                receiver.handlers["*"] = lambda ev: out.echo(json.dumps(ev, default=str))
+            else:
+                receiver.handlers["*"] = Dumper(out.stdout).on_event
+            out.echo("-> evdump: starting capture...")
+            capture = asyncio.ensure_future(receiver.capture(limit=run.limit, timeout=duration))
+            ready = asyncio.ensure_future(receiver.ready.wait())
+            await asyncio.wait({capture, ready}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if not capture.done():
+                await cluster.start()
+            await capture
+            return EX_OK
+        finally:
+            await cluster.aclose()
 
 
 # ------------------------------------------------------------------------------------------
@@ -738,7 +1086,13 @@ async def _collect(
     return EX_OK
 
 
-async def _execute(invocation: Invocation, app: Any, arguments: dict[str, Any], out: Output) -> int:
+async def _execute(
+    invocation: Invocation,
+    app: Any,
+    arguments: dict[str, Any],
+    out: Output,
+    stdin: IO[str] | None = None,
+) -> int:
     label = invocation.subcommand
     if invocation.command is not None:
         label += f" {invocation.command}"
@@ -761,6 +1115,10 @@ async def _execute(invocation: Invocation, app: Any, arguments: dict[str, Any], 
                 ) from None
             if invocation.subcommand == "events":
                 return await _run_events(client, invocation, out)
+            if invocation.subcommand == "queues":
+                return await _run_queues(client, invocation, app, out)
+            if invocation.subcommand == "purge":
+                return await _run_purge(client, invocation, app, out, stdin or sys.stdin)
             return await _collect(client, invocation, arguments, out)
         finally:
             with contextlib.suppress(Exception):
@@ -792,6 +1150,7 @@ async def run(
     prog: str = "aiocelerymon",
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
+    stdin: IO[str] | None = None,
 ) -> int:
     """Run one command line in the running event loop; returns the exit status."""
     stdout = stdout if stdout is not None else sys.stdout
@@ -803,7 +1162,11 @@ async def run(
         app = load_app(invocation.app) if invocation.app else None
         catalogue = catalogue_for(app)
         arguments: dict[str, Any] = {}
-        if invocation.subcommand not in ("status", "events"):
+        if invocation.subcommand == "demo":
+            return await _run_demo(invocation, out)
+        if invocation.subcommand == "events" and not (invocation.dump or invocation.camera):
+            _check_tui()
+        if invocation.subcommand in ("inspect", "control"):
             kind: CommandKind = "inspect" if invocation.subcommand == "inspect" else "control"
             if invocation.list:
                 out.command_list(kind, catalogue)
@@ -822,7 +1185,7 @@ async def run(
                 arguments = parse_cli_arguments(offered[invocation.command], invocation.words)
             except ArgumentError as exc:
                 raise UsageError(str(exc), sub.usage, sub.help_command) from exc
-        return await _execute(invocation, app, arguments, out)
+        return await _execute(invocation, app, arguments, out, stdin)
     except _ExitWith as done:
         out.echo(done.text)
         return done.code

@@ -1,175 +1,290 @@
-"""The main job on the embedded in-memory broker: no broker, no Celery worker needed.
+"""A simulated Celery cluster of async nodes, for ``aiocelerymon demo`` and tests.
 
-Two simulated nodes join the pidbox and emit worker and task events, exactly as Celery workers
-put them on the wire. The demo then pings them the way ``celery inspect ping`` does, finishing as
-soon as both answered instead of waiting out the timeout, and dumps their events.
-Run: ``python -m aiocelerymon.demo`` (the operator demo with a live monitor comes later).
+Each :class:`DemoWorker` is a real :class:`aiocelerymon.Node` (it answers ``ping``, ``stats``,
+``active``, ``registered``, ``active_queues``, ``revoke`` and ``rate_limit`` on the pidbox)
+plus an event dispatcher that sends what a Celery worker sends: ``worker-online``/heartbeats
+with ``active``/``processed``, and ``task-received``/``-started``/``-succeeded``/``-failed``
+(with a traceback)/``-retried``/``-revoked`` for a mix of fast, slow, failing and retried
+tasks. Any broker works; the demo uses the embedded one (``memory://``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from aiocelerymon.exceptions import ProtocolError
-from aiocelerymon.transports import Transport, create_transport
-from aiocelerymon.wire import codec, names
-from aiocelerymon.wire.clock import LamportClock
-from aiocelerymon.wire.event import decode_events, event, event_message
-from aiocelerymon.wire.pidbox import (
-    ReplyTo,
-    destination_matches,
-    reply_message,
-    request_body,
-    request_message,
+from aiocelerymon.control import Node
+from aiocelerymon.events import EventDispatcher
+from aiocelerymon.events.dispatcher import SOFTWARE_INFO, load_average
+
+if TYPE_CHECKING:
+    from aiocelerymon.client import Client
+
+__all__ = ["NODES", "TASKS", "DemoCluster", "DemoWorker", "TaskKind"]
+
+NODES = ("alpha@demo", "beta@demo", "gamma@demo")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskKind:
+    """A task type the demo runs: how long it takes and how it may end."""
+
+    name: str
+    runtime: tuple[float, float]
+    fail_rate: float = 0.0
+    retry_rate: float = 0.0
+    exception: str = "RuntimeError('boom')"
+
+
+_SMTP_DOWN = "SMTPServerDisconnected('Connection unexpectedly closed')"
+_BAD_IMAGE = "OSError('cannot identify image file')"
+TASKS = (
+    TaskKind("proj.tasks.add", (0.01, 0.2)),
+    TaskKind("proj.tasks.send_email", (0.1, 0.8), retry_rate=0.25, exception=_SMTP_DOWN),
+    TaskKind(
+        "proj.tasks.divide", (0.01, 0.1), 0.3, exception="ZeroDivisionError('division by zero')"
+    ),
+    TaskKind("proj.tasks.resize_image", (0.5, 2.0), 0.05, exception=_BAD_IMAGE),
+    TaskKind("proj.tasks.nightly_report", (3.0, 8.0)),
 )
 
-NODES = ("demo1@localhost", "demo2@localhost")
+
+def _traceback(kind: TaskKind) -> str:
+    function = kind.name.rpartition(".")[2]
+    return (
+        "Traceback (most recent call last):\n"
+        '  File "/app/.venv/lib/python3.12/site-packages/celery/app/trace.py", line 453, '
+        "in trace_task\n"
+        "    R = retval = fun(*args, **kwargs)\n"
+        f'  File "/app/proj/tasks.py", line 42, in {function}\n'
+        "    return work(*args)\n"
+        f"{kind.exception.split('(')[0]}: {kind.exception.partition('(')[2][1:-2]}\n"
+    )
 
 
-async def simulated_node(
-    transport: Transport, nodename: str, ready: asyncio.Event, tasks: int
-) -> None:
-    """Answer ``ping`` on the pidbox and emit worker-online plus a task.multi batch."""
-    clock = LamportClock()
-    events = names.event_exchange()
-    async with transport.subscribe(names.node_binding(nodename)) as requests:
-        ready.set()
-        online = event("worker-online", hostname=nodename, clock=clock.forward(), freq=2.0)
-        await transport.publish(event_message(online, nodename), events, "worker.online")
-        batch: list[dict[str, Any]] = []
-        for _ in range(tasks):
-            task_id = str(uuid.uuid4())
-            fields: dict[str, Any] = {"uuid": task_id}
-            batch.append(
-                event(
-                    "task-received",
-                    hostname=nodename,
-                    clock=clock.forward(),
-                    name="proj.add",
-                    args="(2, 2)",
-                    kwargs="{}",
-                    **fields,
-                )
-            )
-            ok = random.random() > 0.3
-            batch.append(
-                event(
-                    "task-succeeded",
-                    hostname=nodename,
-                    clock=clock.forward(),
-                    result="4",
-                    runtime=random.uniform(0.001, 0.2),
-                    **fields,
-                )
-                if ok
-                else event(
-                    "task-failed",
-                    hostname=nodename,
-                    clock=clock.forward(),
-                    exception="ZeroDivisionError('division by zero')",
-                    **fields,
-                )
-            )
-        await transport.publish(event_message(batch, nodename), events, names.TASK_MULTI)
-        async for delivery in requests:
-            try:
-                body = codec.decode(delivery.body, delivery.content_type, delivery.content_encoding)
-            except ProtocolError:
-                continue
-            clock.adjust(int(delivery.headers.get("clock") or 0))
-            if not destination_matches(nodename, body) or body.get("method") != "ping":
-                continue
-            reply_to = body.get("reply_to")
-            if reply_to:
-                await transport.publish(
-                    reply_message(
-                        nodename, {"ok": "pong"}, ticket=body.get("ticket"), clock=clock.forward()
-                    ),
-                    names.reply_exchange(),
-                    reply_to["routing_key"],
-                )
+class DemoWorker:
+    """One simulated worker: a pidbox :class:`Node` plus an :class:`EventDispatcher`."""
 
-
-async def ping(transport: Transport, timeout: float, expected: int) -> list[dict[str, Any]]:
-    """``inspect ping`` with a total deadline that ends early when every node answered."""
-    oid, ticket = str(uuid.uuid4()), str(uuid.uuid4())
-    replies: list[dict[str, Any]] = []
-    async with transport.subscribe(names.reply_binding(oid)) as sub:
-        reply_to = ReplyTo(exchange=names.reply_exchange().name, routing_key=oid)
-        body = request_body("ping", ticket=ticket, reply_to=reply_to)
-        await transport.publish(
-            request_message(body, clock=1, timeout=timeout), names.pidbox_exchange()
+    def __init__(
+        self,
+        client: Client,
+        hostname: str,
+        *,
+        tasks: Sequence[TaskKind] = TASKS,
+        queue: str = "celery",
+        rng: random.Random | None = None,
+        freq: float = 2.0,
+    ) -> None:
+        self.hostname = hostname
+        self.tasks = {kind.name: kind for kind in tasks}
+        self.queue = queue
+        self.rng = rng or random.Random()
+        self.rate_limits: dict[str, str | None] = dict.fromkeys(self.tasks)
+        self.revoked: set[str] = set()
+        self.processed = 0
+        self._running: dict[str, tuple[asyncio.Task[None], dict[str, Any]]] = {}
+        self.dispatcher: EventDispatcher = client.events.dispatcher(
+            hostname, freq=freq, worker_stats=self._stats
         )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                async for delivery in sub:
-                    if delivery.headers.get("ticket") != ticket:
-                        continue
-                    replies.append(
-                        codec.decode(
-                            delivery.body, delivery.content_type, delivery.content_encoding
-                        )
-                    )
-                    if len(replies) == expected:
-                        break
-    return replies
-
-
-async def main(tasks: int, timeout: float) -> int:
-    """Run the demo; returns the process exit code."""
-    async with create_transport("memory://demo") as transport:
-        monitor = await transport.subscribe(names.event_binding("demo-monitor")).start()
-        ready = [asyncio.Event() for _ in NODES]
-        nodes = [
-            asyncio.create_task(simulated_node(transport, n, r, tasks))
-            for n, r in zip(NODES, ready, strict=True)
-        ]
-        await asyncio.gather(*(r.wait() for r in ready))
-        started = time.perf_counter()
-        replies = await ping(transport, timeout, expected=len(NODES))
-        elapsed = time.perf_counter() - started
-        for reply in replies:
-            for node, value in reply.items():
-                print(f"->  {node}: OK\n        {value['ok']}")
-        print(
-            f"\n{len(replies)} nodes online. (answered in {elapsed * 1000:.1f} ms; "
-            f"Celery waits out its {timeout:g} s timeout)\n"
+        self.node = Node(
+            client,
+            hostname,
+            registered=self._registered,
+            active=self._active,
+            revoked=lambda: sorted(self.revoked),
+            stats=lambda: {"total": self._totals()},
+            unique_check_timeout=None,
         )
-        print("-> evdump: starting capture...")
-        expected_events = len(NODES) * (1 + 2 * tasks)
-        seen = 0
-        async with asyncio.timeout(timeout):
-            while seen < expected_events:
-                delivery = await monitor.receive()
-                body = codec.decode(delivery.body, delivery.content_type, delivery.content_encoding)
-                for ev in decode_events(body):
-                    seen += 1
-                    kind = ev["type"].replace("-", " ")
-                    extra = f" {ev['uuid']}" if "uuid" in ev else ""
-                    stamp = datetime.fromtimestamp(ev["timestamp"], UTC)
-                    print(f"{ev['hostname']} [{stamp}] {kind}{extra}")
-        for task in nodes:
+        self._totals_by_name: dict[str, int] = {}
+        self.node.register("active_queues", self._active_queues)
+        self.node.register("revoke", self._revoke)
+        self.node.register("rate_limit", self._rate_limit)
+        self.node.register("heartbeat", self._heartbeat)
+
+    # -- pidbox ------------------------------------------------------------------------------
+
+    def _stats(self) -> dict[str, int]:
+        return {"active": len(self._running), "processed": self.processed}
+
+    def _totals(self) -> dict[str, int]:
+        return dict(self._totals_by_name)
+
+    def _registered(self) -> dict[str, dict[str, Any]]:
+        return {name: {"rate_limit": limit} for name, limit in self.rate_limits.items()}
+
+    def _active(self) -> list[dict[str, Any]]:
+        return [info for _, info in self._running.values()]
+
+    def _active_queues(self) -> list[dict[str, Any]]:
+        # The shape of kombu's Queue.as_dict(recurse=True), as a worker reports it.
+        exchange = {"name": self.queue, "type": "direct", "durable": True, "auto_delete": False}
+        return [
+            {
+                "name": self.queue, "exchange": exchange, "routing_key": self.queue,
+                "durable": True, "exclusive": False, "auto_delete": False, "no_ack": False,
+                "alias": None, "queue_arguments": None, "binding_arguments": None,
+                "consumer_arguments": None, "bindings": [], "no_declare": None,
+                "expires": None, "message_ttl": None, "max_length": None,
+                "max_length_bytes": None, "max_priority": None,
+            }
+        ]  # fmt: skip
+
+    async def _revoke(
+        self, task_id: str | list[str], terminate: bool = False, signal: Any = None, **kw: Any
+    ) -> dict[str, str]:
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        self.revoked.update(ids)
+        for tid in ids:
+            running = self._running.get(tid)
+            if running is not None and terminate:
+                running[0].cancel()
+        # Celery's reply text (celery/worker/control.py revoke).
+        return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+
+    async def _heartbeat(self) -> None:
+        # A worker answers a monitor's wake-up cast with a heartbeat event right away.
+        fields: dict[str, Any] = {
+            "freq": self.dispatcher.freq, "loadavg": load_average(), **self._stats(),
+            **SOFTWARE_INFO,
+        }  # fmt: skip
+        await self.dispatcher.send("worker-heartbeat", **fields)
+
+    async def _rate_limit(self, task_name: str, rate_limit: Any, **kw: Any) -> dict[str, str]:
+        if task_name not in self.tasks:
+            return {"error": f"unknown task {task_name!r}"}
+        self.rate_limits[task_name] = str(rate_limit) if rate_limit else None
+        if not rate_limit:
+            return {"ok": "rate limit disabled successfully"}
+        return {"ok": "new rate limit set successfully"}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the mailbox and announce the worker (``worker-online``, then heartbeats)."""
+        await self.node.start()
+        await self.dispatcher.start()
+
+    async def aclose(self) -> None:
+        """Cancel running tasks, send ``worker-offline`` and leave the mailbox."""
+        for task, _ in list(self._running.values()):
             task.cancel()
-        await asyncio.gather(*nodes, return_exceptions=True)
-        await monitor.aclose()
-    return 0 if len(replies) == len(NODES) else 69
+        await asyncio.gather(*(t for t, _ in list(self._running.values())), return_exceptions=True)
+        await self.dispatcher.aclose()
+        await self.node.aclose()
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def submit(self, kind: TaskKind | None = None, task_id: str | None = None) -> str:
+        """Start one task in the background; returns its id."""
+        kind = kind or self.rng.choice(list(self.tasks.values()))
+        task_id = task_id or str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        info = {
+            "id": task_id, "name": kind.name, "args": [self.rng.randint(1, 99)], "kwargs": {},
+            "type": kind.name, "hostname": self.hostname, "time_start": time.time(),
+            "acknowledged": True, "worker_pid": None,
+            "delivery_info": {"exchange": "", "routing_key": self.queue, "priority": 0,
+                              "redelivered": False},
+        }  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self.run_task(kind, task_id, info))
+        self._running[task_id] = (task, info)
+        task.add_done_callback(lambda _: self._running.pop(task_id, None))
+        return task_id
+
+    async def run_task(self, kind: TaskKind, task_id: str, info: dict[str, Any]) -> None:
+        """Send one task's life as events, the way a prefork worker reports it."""
+        send = self.dispatcher.send
+        args = repr(tuple(info["args"]))
+        await send(
+            "task-received", uuid=task_id, name=kind.name, args=args, kwargs="{}",
+            root_id=task_id, parent_id=None, retries=0, eta=None, expires=None,
+        )  # fmt: skip
+        retries = 0
+        try:
+            while True:
+                await send("task-started", uuid=task_id)
+                started = time.monotonic()
+                await asyncio.sleep(self.rng.uniform(*kind.runtime))
+                runtime = time.monotonic() - started
+                roll = self.rng.random()
+                if roll < kind.retry_rate and retries < 3:
+                    retries += 1
+                    await send(
+                        "task-retried", uuid=task_id, exception=kind.exception,
+                        traceback=_traceback(kind),
+                    )  # fmt: skip
+                    await asyncio.sleep(self.rng.uniform(0.2, 1.0))  # the retry countdown
+                    continue
+                if roll < kind.retry_rate + kind.fail_rate:
+                    await send(
+                        "task-failed", uuid=task_id, exception=kind.exception,
+                        traceback=_traceback(kind),
+                    )  # fmt: skip
+                else:
+                    result = repr(sum(info["args"]) * 2) if kind.name.endswith("add") else "None"
+                    await send("task-succeeded", uuid=task_id, result=result, runtime=runtime)
+                break
+        except asyncio.CancelledError:
+            # `revoke --terminate`: what the worker reports for a task it killed.
+            with contextlib.suppress(Exception):
+                await send("task-revoked", uuid=task_id, terminated=True, signum=15, expired=False)
+            raise
+        finally:
+            self.processed += 1
+            self._totals_by_name[kind.name] = self._totals_by_name.get(kind.name, 0) + 1
 
 
-def run() -> None:
-    """Console entry point."""
-    parser = argparse.ArgumentParser(prog="python -m aiocelerymon.demo", description=__doc__)
-    parser.add_argument("--tasks", type=int, default=3, help="tasks per simulated node")
-    parser.add_argument("-t", "--timeout", type=float, default=1.0)
-    args = parser.parse_args()
-    raise SystemExit(asyncio.run(main(args.tasks, args.timeout)))
+class DemoCluster:
+    """A few :class:`DemoWorker` nodes sharing one client, producing tasks at ``rate``/s."""
 
+    def __init__(
+        self,
+        client: Client,
+        nodes: Sequence[str] = NODES,
+        *,
+        rate: float = 4.0,
+        seed: int | None = None,
+        freq: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.workers = [
+            DemoWorker(client, name, rng=random.Random(self.rng.random()), freq=freq)
+            for name in nodes
+        ]
+        self._producer: asyncio.Task[None] | None = None
 
-if __name__ == "__main__":
-    run()
+    async def start(self, produce: bool = True) -> None:
+        """Start every node; with ``produce``, keep submitting tasks in the background."""
+        for worker in self.workers:
+            await worker.start()
+        if produce and self.rate > 0:
+            self._producer = asyncio.get_running_loop().create_task(self._produce())
+
+    async def _produce(self) -> None:
+        while True:
+            self.rng.choice(self.workers).submit()
+            await asyncio.sleep(self.rng.expovariate(self.rate))
+
+    async def aclose(self) -> None:
+        """Stop producing and stop every node (each sends ``worker-offline``)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+        for worker in self.workers:
+            await worker.aclose()
+
+    async def __aenter__(self) -> DemoCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiocelerymon._url import BrokerURL, parse_url
 from aiocelerymon.transports.base import (
+    QueueDepth,
     RetryPolicy,
     Subscription,
     SubscriptionBase,
@@ -28,6 +29,7 @@ __all__ = [
     "Exchange",
     "ExchangeKind",
     "Message",
+    "QueueDepth",
     "RetryPolicy",
     "Subscription",
     "SubscriptionBase",

@@ -714,3 +714,36 @@ class AmqpTransport(TransportBase):
                 if channel is not None and not channel.is_closed:
                     with contextlib.suppress(*DRIVER_ERRORS):
                         await channel.close()
+
+    # -- task queues -------------------------------------------------------------------------
+
+    async def _on_queue(self, name: str, action: str, passive_declare: bool) -> Any:
+        """Run a passive declare or a purge on a channel of its own: a 404 for a missing queue
+        closes the channel, which must not be a shared one."""
+        connection = self._require_connection()
+        step = f"{action} queue {name!r}"
+        channel = connection.channel(publisher_confirms=False)
+        try:
+            await channel.initialize(timeout=self.connect_timeout)
+            raw = await channel.get_underlay_channel()
+            if passive_declare:
+                return await raw.queue_declare(name, passive=True, timeout=self.connect_timeout)
+            return await raw.queue_purge(name, timeout=self.connect_timeout)
+        except amqp_errors.ChannelNotFoundEntity:
+            return None
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, step) from exc
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*DRIVER_ERRORS):
+                    await channel.close()
+
+    async def _queue_depth(self, name: str) -> tuple[int, int | None] | None:
+        # kombu's queue_declare(passive=True), as `rabbitmqctl list_queues` would show it.
+        ok = await self._on_queue(name, "passively declaring", passive_declare=True)
+        return None if ok is None else (int(ok.message_count), int(ok.consumer_count))
+
+    async def _purge_queue(self, name: str) -> int | None:
+        # queue.purge removes ready messages only; unacknowledged ones stay with their consumer.
+        ok = await self._on_queue(name, "purging", passive_declare=False)
+        return None if ok is None else int(ok.message_count)

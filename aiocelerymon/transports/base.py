@@ -36,6 +36,7 @@ from aiocelerymon.exceptions import (
 from aiocelerymon.wire.entities import Binding, Delivery, Exchange, Message
 
 __all__ = [
+    "QueueDepth",
     "RetryPolicy",
     "Subscription",
     "SubscriptionBase",
@@ -80,6 +81,16 @@ class RetryPolicy:
             attempt += 1
             yield random.uniform(delay / 2, delay) if self.jitter else delay
             delay = min(self.maximum, delay * self.multiplier)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """A task queue's backlog: ``messages`` waiting, ``consumers`` attached (None: the broker
+    cannot tell, as on Redis)."""
+
+    name: str
+    messages: int
+    consumers: int | None
 
 
 @runtime_checkable
@@ -172,6 +183,23 @@ class Transport(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+    async def queue_depth(self, name: str) -> QueueDepth | None:
+        """Messages waiting in task queue ``name`` and its consumers; None if it does not exist.
+
+        Raises:
+            TransportError: the broker failed or refused (a missing queue is not an error).
+        """
+        ...
+
+    async def purge_queue(self, name: str) -> int | None:
+        """Delete the messages waiting in task queue ``name`` (never unacknowledged ones);
+        returns how many, or None if the queue does not exist.
+
+        Raises:
+            TransportError: the broker failed or refused.
+        """
+        ...
 
 
 class SubscriptionBase:
@@ -548,3 +576,24 @@ class TransportBase(ABC):
         subs, self._subs = list(self._subs), set()
         for sub in subs:
             sub._end(error)
+
+    # -- task queues (appended: operator chores, not part of the reconnect machinery) --------
+
+    async def queue_depth(self, name: str) -> QueueDepth | None:
+        """See :class:`Transport`."""
+        await self._wait_ready()
+        found = await self._queue_depth(name)
+        return None if found is None else QueueDepth(name, *found)
+
+    async def purge_queue(self, name: str) -> int | None:
+        """See :class:`Transport`."""
+        await self._wait_ready()
+        return await self._purge_queue(name)
+
+    @abstractmethod
+    async def _queue_depth(self, name: str) -> tuple[int, int | None] | None:
+        """``(messages, consumers)`` of queue ``name``, None if it does not exist."""
+
+    @abstractmethod
+    async def _purge_queue(self, name: str) -> int | None:
+        """Delete the waiting messages of ``name``; how many, None if it does not exist."""

@@ -292,3 +292,19 @@ class MemoryTransport(TransportBase):
 
     async def _unsubscribe(self, sub: SubscriptionBase) -> None:
         self.broker._unbind(sub)
+
+    # -- task queues -------------------------------------------------------------------------
+
+    async def _queue_depth(self, name: str) -> tuple[int, int | None] | None:
+        self._require_connection()
+        q = self.broker._queues.get(name)
+        return None if q is None else (len(q.backlog), len(q.consumers))
+
+    async def _purge_queue(self, name: str) -> int | None:
+        self._require_connection()
+        q = self.broker._queues.get(name)
+        if q is None:
+            return None
+        count = len(q.backlog)
+        q.backlog.clear()
+        return count

@@ -846,3 +846,52 @@ class RedisTransport(TransportBase):
                 await pipe.execute()
         except (rexc.RedisError, OSError) as exc:
             raise self._map_error(exc) from exc
+
+    # -- task queues -------------------------------------------------------------------------
+
+    async def _queue_known(self, client: Redis, name: str) -> bool:
+        """Whether any direct/topic binding table names queue ``name`` (an empty queue has no
+        list key on Redis; its bindings are what kombu's workers leave behind)."""
+        pattern = self.naming.key("_kombu.binding.")
+        glob = "".join(f"[{c}]" if c in "*?[]\\" else c for c in pattern) + "*"
+        async for key in client.scan_iter(match=glob, count=500):
+            for raw in await _execute(client)("SMEMBERS", key):
+                member = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+                with contextlib.suppress(DecodeError):
+                    if self.naming.parse_member(member)[2] == name:
+                        return True
+        return False
+
+    async def _queue_depth(self, name: str) -> tuple[int, int | None] | None:
+        client = self._require_client()
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                # kombu's _size: LLEN summed over the priority-step lists.
+                async with client.pipeline(transaction=False) as pipe:
+                    for key in self.naming.queue_keys(name):
+                        pipe.llen(key)
+                    messages = sum(int(n) for n in await pipe.execute())
+                if not messages and not await self._queue_known(client, name):
+                    return None
+        except (rexc.RedisError, OSError) as exc:
+            raise self._map_error(exc) from exc
+        # BRPOP consumers are invisible on Redis: unknown, not zero.
+        return messages, None
+
+    async def _purge_queue(self, name: str) -> int | None:
+        client = self._require_client()
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                # kombu's _purge, atomically: LLEN + DEL of each priority list, nothing else
+                # (the unacked hash and index belong to the workers that hold those messages).
+                async with client.pipeline(transaction=True) as pipe:
+                    for key in self.naming.queue_keys(name):
+                        pipe.llen(key)
+                        pipe.delete(key)
+                    replies = await pipe.execute()
+                count = sum(int(n) for n in replies[::2])
+                if not count and not await self._queue_known(client, name):
+                    return None
+        except (rexc.RedisError, OSError) as exc:
+            raise self._map_error(exc) from exc
+        return count

@@ -242,3 +242,53 @@ class TransportContract:
             # A restored consumer may deliver before the reconnect loop marks the transport up.
             await t.wait_connected(DEADLINE)
             assert t.state is TransportState.CONNECTED
+
+    # -- task queues (queue_depth / purge_queue) ----------------------------------------------
+
+    async def _kept_queue(self, t: TransportBase) -> tuple[Exchange, str]:
+        """A durable, kept queue (like a Celery task queue) with no consumer left on it."""
+        ex = Exchange(f"t.tasks.{uid()}", ExchangeKind.DIRECT, durable=True)
+        name = f"t.taskq.{uid()}"
+        binding = Binding(ex, "work", queue=name, exclusive=False, durable=True, auto_delete=False)
+        async with t.subscribe(binding) as sub:
+            depth = await t.queue_depth(name)
+            assert depth is not None and depth.messages == 0
+            # Redis cannot see BRPOP consumers: unknown (None), never a wrong number.
+            assert depth.consumers in (None, 1)
+            assert sub.queue == name
+        return ex, name
+
+    async def test_queue_depth_counts_waiting_messages(self, make_transport: MakeTransport) -> None:
+        t = await make_transport()
+        ex, name = await self._kept_queue(t)
+        for priority in (0, 0, 5, 9):  # spread over kombu's Redis priority lists
+            await t.publish(msg(b'"task"', delivery_mode=2, priority=priority), ex, "work")
+        depth = await t.queue_depth(name)
+        assert depth is not None
+        assert (depth.name, depth.messages) == (name, 4)
+        assert depth.consumers in (None, 0)
+
+    async def test_missing_queue_is_none(self, make_transport: MakeTransport) -> None:
+        t = await make_transport()
+        missing = f"t.missing.{uid()}"
+        assert await t.queue_depth(missing) is None
+        assert await t.purge_queue(missing) is None
+        # The transport is still fine after the broker said "not found".
+        ex, name = await self._kept_queue(t)
+        await t.publish(msg(b"1", delivery_mode=2), ex, "work")
+        depth = await t.queue_depth(name)
+        assert depth is not None and depth.messages == 1
+
+    async def test_purge_removes_waiting_messages(self, make_transport: MakeTransport) -> None:
+        t = await make_transport()
+        ex, name = await self._kept_queue(t)
+        for priority in (0, 3, 6):
+            await t.publish(msg(b'"task"', delivery_mode=2, priority=priority), ex, "work")
+        assert await t.purge_queue(name) == 3
+        depth = await t.queue_depth(name)
+        assert depth is not None and depth.messages == 0
+        assert await t.purge_queue(name) == 0
+        # The queue still routes: a new message is waiting after the purge.
+        await t.publish(msg(b'"after"', delivery_mode=2), ex, "work")
+        depth = await t.queue_depth(name)
+        assert depth is not None and depth.messages == 1

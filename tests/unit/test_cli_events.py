@@ -78,7 +78,6 @@ async def test_camera_runs_on_the_state():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["events"], "needs --dump or --camera"),
         (["events", "--camera", "nosuch.module.Cam"], "Cannot load camera"),
         (["events", "--camera", "aiocelerymon.events.State"], "not an aiocelerymon.events.Camera"),
     ],
