@@ -456,6 +456,46 @@ _MERGE_KIND: dict[str, int] = {
     "utcoffset": _NUMBER,
 }
 
+#: Compiled :meth:`Task._merge` per key tuple. An event type always sends the same keys in
+#: the same order, so a handful of plans serve a whole stream; the cap bounds odd streams.
+_MERGE_PLANS: dict[tuple[Any, ...], Callable[[Any, Mapping[str, Any]], None]] = {}
+_MERGE_PLANS_MAX = 512
+
+#: One statement per kind; ``{k}`` is the key's repr, ``{a}`` the attribute name.
+_MERGE_CODE = {
+    _PLAIN: "    self.{a} = f[{k}]",
+    _INTERN: "    v = f[{k}]\n    self.{a} = _intern(v) if v.__class__ is str else v",
+    _NUMBER: "    self.{a} = _share(f[{k}])",
+    _UUID: "    v = f[{k}]\n    if not (v == self.uuid and v.__class__ is self.uuid.__class__):"
+    "\n        self.{a} = v",
+    _ROOT: "    v = f[{k}]\n    u = self.uuid\n    self.{a} = u if v == u and v.__class__ is"
+    " u.__class__ else v",
+}
+
+
+def _merge_plan(keys: tuple[Any, ...]) -> Callable[[Any, Mapping[str, Any]], None]:
+    """Compile the attribute stores of :meth:`Task._merge` for one key tuple.
+
+    The generated function does what ``_merge_slow`` does, key by key in the same order,
+    without the per-key dispatch: this is the hottest code of the event path.
+    """
+    if len(_MERGE_PLANS) >= _MERGE_PLANS_MAX or not all(k.__class__ is str for k in keys):
+        return Task._merge_slow
+    lines = ["def merge(self, f):", "    d = self.__dict__"]
+    for key in keys:
+        kind = _MERGE_KIND.get(key)
+        if kind is None:
+            lines.append(f"    d[{key!r}] = f[{key!r}]")
+        else:  # slot names are identifiers
+            lines.append(_MERGE_CODE[kind].format(a=key, k=repr(key)))
+    namespace: dict[str, Any] = {"_intern": _intern, "_share": _share_number}
+    # Safe with any input: event keys only ever appear as repr() string literals.
+    exec("\n".join(lines), namespace)
+    merge: Callable[[Any, Mapping[str, Any]], None] = namespace["merge"]
+    _MERGE_PLANS[keys] = merge
+    return merge
+
+
 # Shared copies of pid / utcoffset values, which repeat in every event of a worker.
 _numbers: dict[type, dict[Any, Any]] = {int: {}, float: {}}
 _NUMBERS_MAX = 4096
@@ -700,6 +740,14 @@ class Task:
 
     def _merge(self, fields: Mapping[str, Any]) -> None:
         """Store every key of ``fields`` as an attribute (Celery: ``__dict__.update``)."""
+        keys = tuple(fields)
+        merge = _MERGE_PLANS.get(keys)
+        if merge is None:
+            merge = _merge_plan(keys)
+        merge(self, fields)
+
+    def _merge_slow(self, fields: Mapping[str, Any]) -> None:
+        """:meth:`_merge` one key at a time (key sets without a compiled plan)."""
         kinds = _MERGE_KIND
         extra: dict[str, Any] | None = None
         for key, value in fields.items():
