@@ -465,7 +465,9 @@ _MERGE_PLANS_MAX = 512
 _MERGE_CODE = {
     _PLAIN: "    self.{a} = f[{k}]",
     _INTERN: "    v = f[{k}]\n    self.{a} = _intern(v) if v.__class__ is str else v",
-    _NUMBER: "    self.{a} = _share(f[{k}])",
+    # Shared ints inline (the common case), the rest through _share_number.
+    _NUMBER: "    v = f[{k}]\n    self.{a} = (_ints.get(v) or _share(v)) if v.__class__ is int"
+    " else _share(v)",
     _UUID: "    v = f[{k}]\n    if not (v == self.uuid and v.__class__ is self.uuid.__class__):"
     "\n        self.{a} = v",
     _ROOT: "    v = f[{k}]\n    u = self.uuid\n    self.{a} = u if v == u and v.__class__ is"
@@ -481,19 +483,37 @@ def _merge_plan(keys: tuple[Any, ...]) -> Callable[[Any, Mapping[str, Any]], Non
     """
     if len(_MERGE_PLANS) >= _MERGE_PLANS_MAX or not all(k.__class__ is str for k in keys):
         return Task._merge_slow
-    lines = ["def merge(self, f):", "    d = self.__dict__"]
+    lines = ["def merge(self, f):"]
     for key in keys:
         kind = _MERGE_KIND.get(key)
         if kind is None:
+            if "    d = self.__dict__" not in lines:
+                # Only now: reading __dict__ creates it, and most tasks need none.
+                lines.append("    d = self.__dict__")
             lines.append(f"    d[{key!r}] = f[{key!r}]")
         else:  # slot names are identifiers
             lines.append(_MERGE_CODE[kind].format(a=key, k=repr(key)))
-    namespace: dict[str, Any] = {"_intern": _intern, "_share": _share_number}
+    namespace: dict[str, Any] = {
+        "_intern": _intern,
+        "_share": _share_number,
+        "_ints": _numbers[int],
+    }
     # Safe with any input: event keys only ever appear as repr() string literals.
     exec("\n".join(lines), namespace)
     merge: Callable[[Any, Mapping[str, Any]], None] = namespace["merge"]
     _MERGE_PLANS[keys] = merge
     return merge
+
+
+#: ``"task-succeeded"`` -> ``("task", "succeeded")``, for the few types a cluster sends.
+_TYPE_SPLIT: dict[Any, tuple[str, str]] = {}
+
+
+def _split_type(type_: Any) -> tuple[str, str]:
+    group, _, subject = type_.partition("-")
+    if len(_TYPE_SPLIT) < 1024 and type_.__class__ is str:
+        _TYPE_SPLIT[type_] = (group, subject)
+    return group, subject
 
 
 # Shared copies of pid / utcoffset values, which repeat in every event of a worker.
@@ -787,7 +807,8 @@ class Task:
         its fields (for ``received``: just the ``merge_rules`` keys); otherwise the state and
         timestamp change and ``fields`` gets ``state``/``timestamp`` keys, as Celery's does.
         """
-        fields = fields or {}
+        if not fields:
+            fields = {}  # a new dict, as Celery's ``fields or {}``
         state = _EVENT_STATE.get(type_)
         if state is not None:
             setattr(self, type_, timestamp)
@@ -803,8 +824,14 @@ class Task:
             if keep is not None:
                 fields = {key: value for key, value in fields.items() if key in keep}
         else:
-            fields.update(state=state, timestamp=timestamp)
-        self._merge(fields)
+            # Celery: fields.update(state=..., timestamp=...); same keys, same order.
+            fields["state"] = state
+            fields["timestamp"] = timestamp
+        keys = tuple(fields)
+        merge = _MERGE_PLANS.get(keys)
+        if merge is None:
+            merge = _merge_plan(keys)
+        merge(self, fields)
 
     @property
     def children(self) -> TaskSet:
@@ -1177,7 +1204,11 @@ class State:
         callback = self.event_callback
         if callback:
             callback(self, event)
-        group, _, subject = event["type"].partition("-")
+        type_ = event["type"]
+        split = _TYPE_SPLIT.get(type_)
+        if split is None:
+            split = _split_type(type_)
+        group, subject = split
         handlers = self.handlers
         if handlers and group in handlers:
             return handlers[group](subject, event), subject
@@ -1243,7 +1274,10 @@ class State:
                 worker.event(None, local_received, timestamp)
             origin = worker.id
 
-        self._heap.push(clock, timestamp, origin, self._task_key(task))
+        key = task.uuid  # self._task_key(task), inlined: this runs for every task event
+        if key.__class__ is not str or len(key) < 2:
+            key = weakref.ref(task)
+        self._heap.push(clock, timestamp, origin, key)
 
         if subject == "received":
             self.task_count += 1
