@@ -88,6 +88,20 @@ def run(*, quick: bool = False) -> list[dict[str, Any]]:
                 "theirs": _rate(lambda lim=limit: CeleryState(max_tasks_in_memory=lim), events),
             }
         )
+    try:
+        from flower.events import EventsState  # Flower's State: counters and Prometheus metrics
+    except ImportError:
+        print("benchmarks.state: flower is not installed, no Flower row")
+    else:
+        rows.append(
+            {
+                "name": f"Flower's EventsState (theirs), {len(events):,} task events, "
+                "max_tasks 100,000",
+                "unit": "events/s",
+                "ours": rows[-1]["ours"],
+                "theirs": _rate(lambda: EventsState(max_tasks_in_memory=100_000), events),
+            }
+        )
     # The singles stream of benchmarks/ingest.py (task-sent on), as the receiver hands it on.
     from benchmarks.ingest import _task_events
 
