@@ -80,7 +80,18 @@ def main() -> None:
     parser.add_argument(
         "--no-brokers", action="store_true", help="skip benchmarks that start brokers and workers"
     )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: rewrite docs/benchmarks.md from a results file (after editing "
+        "benchmarks/analysis.md)",
+    )
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        _write_docs(saved["results"], saved["machine"], saved["load"])
+        return
     load_before = os.getloadavg()
     started = time.monotonic()
     rows = decode.run(quick=args.quick) + state.run(quick=args.quick)
@@ -89,20 +100,9 @@ def main() -> None:
             rows += ingest.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
             rows += inspect_latency.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
     load_after = os.getloadavg()
-    header = (
-        "| benchmark | aiocelerymon | Celery/kombu | ratio | target |\n|---|---:|---:|---:|---|"
-    )
-    lines = []
     for r in rows:
         r.setdefault("ratio", r["ours"] / r["theirs"])
         r["target"] = _target(r)
-        note = f" ({r['note']})" if r.get("note") else ""
-        lines.append(
-            f"| {r['name']}{note} | {r['ours']:,.0f} {r['unit']} | {r['theirs']:,.0f} {r['unit']} "
-            f"| {r['ratio']:.1f}x | {r['target']} |"
-        )
-    table = "\n".join([header, *lines])
-    print(table)
     import celery
     import kombu
 
@@ -115,6 +115,26 @@ def main() -> None:
         f"({time.monotonic() - started:.0f} s{', --quick' if args.quick else ''}"
         f"{', --no-brokers' if args.no_brokers else ''})"
     )
+    print(_write_docs(rows, machine, load))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": machine, "load": load, "results": rows}, indent=2) + "\n"
+        )
+
+
+def _write_docs(rows: list[dict[str, Any]], machine: str, load: str) -> str:
+    """Rewrite docs/benchmarks.md; returns the results table."""
+    header = (
+        "| benchmark | aiocelerymon | Celery/kombu | ratio | target |\n|---|---:|---:|---:|---|"
+    )
+    lines = []
+    for r in rows:
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(
+            f"| {r['name']}{note} | {r['ours']:,.0f} {r['unit']} | {r['theirs']:,.0f} {r['unit']} "
+            f"| {r['ratio']:.1f}x | {r['target']} |"
+        )
+    table = "\n".join([header, *lines])
     analysis = ANALYSIS.read_text() if ANALYSIS.exists() else ""
     RESULTS.write_text(
         "# Benchmarks\n\n"
@@ -123,10 +143,7 @@ def main() -> None:
         "input in the same run. These are measurements, never test assertions.\n\n"
         f"## Results\n\nMachine: {machine}; {load}.\n\n{table}\n\n{METHOD}\n{analysis}"
     )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"machine": machine, "load": load, "results": rows}, indent=2) + "\n"
-        )
+    return table
 
 
 METHOD = """## Method
