@@ -249,8 +249,12 @@ def _publish_redis(url: str, kind: str, tasks: int) -> None:
     client = redis.Redis.from_url(url)
     conn = client.connection_pool.get_connection()
     try:
-        for start in range(0, len(commands), 512):
-            conn.send_packed_command(conn.pack_commands(commands[start : start + 512]))
+        chunks = [
+            conn.pack_commands(commands[start : start + 512])
+            for start in range(0, len(commands), 512)
+        ]
+        for chunk in chunks:
+            conn.send_packed_command(chunk)
         for _ in commands:
             conn.read_response()
     finally:
