@@ -154,9 +154,13 @@ METHOD = """## Method
   per message (`json.loads` of the envelope, base64, `kombu.serialization.loads`). Events/s,
   best of 5 rounds.
 * **State**: received/started/succeeded for ~67k tasks from 4 workers (200k events), as the
-  receiver hands them on, into `celery.events.state.State` and ours; CPU time of the feeding
-  loop. **Memory**: tracemalloc growth per retained finished task, once with the LRU not yet
-  full (N tasks, max_tasks N) and once at steady state (2N tasks, max_tasks N).
+  receiver hands them on, into `celery.events.state.State` and ours (and Flower's
+  `EventsState` when flower is installed); CPU time of the feeding loop. The pre-built input
+  is `gc.freeze()`-d for both sides, so full collections do not traverse 200k input dicts a
+  receiver would never hold at once. Also the *singles* stream of the ingest rows
+  (task-sent on).
+* **Memory**: tracemalloc growth per retained finished task, once with the LRU not yet full
+  (N tasks, max_tasks N) and once at steady state (2N tasks, max_tasks N).
 * **ingest** (broker -> decode -> State, end to end; `benchmarks/ingest.py`): the same
   envelopes, built with our wire encoders (byte-for-byte what workers send), consumed by
   `client.events.receiver(handlers={"*": State.event})` and by Celery's
