@@ -61,7 +61,7 @@ def interop(session: nox.Session, celery: str) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, ours side by side with Celery's; results go to docs/benchmarks.md."""
-    session.install("-e", ".[all]", "celery[redis]", "packaging")
+    session.install("-e", ".[all]", "celery[redis]", "flower", "packaging")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

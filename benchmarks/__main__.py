@@ -1,73 +1,184 @@
 """Run every benchmark, print the side-by-side table and rewrite docs/benchmarks.md.
 
-Only the decode path exists so far (foundation issue). The end-to-end ingestion, State and inspect
-latency benchmarks come with the benchmark issue; they will use the same table and results file.
+``--no-brokers`` runs only decode and State (no broker, no worker); otherwise one Redis and one
+RabbitMQ server are started (through ``tests.support.brokers``) and shared by the end-to-end
+ingestion and the inspect-latency benchmarks. ``--json`` also writes machine-readable results
+(default ``docs/benchmarks.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from benchmarks import decode, inspect_latency, state
+from benchmarks import decode, ingest, inspect_latency, state
+from tests.support import brokers
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "benchmarks.md"
+JSON_RESULTS = ROOT / "docs" / "benchmarks.json"
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+
+#: name prefix -> (target text, check(row)). Each row gets "met" / "not met" against its target.
+TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], bool]]] = [
+    ("ingest Redis batched,", ">= 100,000 events/s and >= 10x",
+     lambda r: r["ours"] >= 100_000 and r["ours"] / r["theirs"] >= 10),
+    ("ingest RabbitMQ batched,", ">= 60,000 events/s and >= 3x",
+     lambda r: r["ours"] >= 60_000 and r["ours"] / r["theirs"] >= 3),
+    ("ingest Redis singles,", ">= 2x", lambda r: r["ours"] / r["theirs"] >= 2),
+    ("ingest RabbitMQ singles,", ">= 2x", lambda r: r["ours"] / r["theirs"] >= 2),
+    ("State, ", ">= 300,000 events/s at max_tasks 100k",
+     lambda r: "100,000" not in r["name"] or r["ours"] >= 300_000),
+    ("bytes per retained", "<= 1,024 B", lambda r: r["ours"] <= 1024),
+    ("ping 2 workers, everyone, p50", "<= 20,000 µs", lambda r: r["ours"] <= 20_000),
+]  # fmt: skip
+
+
+def _target(row: dict[str, Any]) -> str:
+    for prefix, text, check in TARGETS:
+        if row["name"].startswith(prefix) and "CPU" not in row["name"]:
+            if prefix == "State, " and not (
+                "task events" in row["name"] and "100,000" in row["name"]
+            ):
+                return ""  # the target is for the batched stream at max_tasks 100k
+            return f"{text}: {'met' if check(row) else '**not met**'}"
+    return ""
+
+
+def _unavailable(exc: BaseException) -> bool:
+    # tests.support.brokers skips through pytest when pytest is importable, else raises its own.
+    return isinstance(exc, brokers.BrokerUnavailableError) or type(exc).__name__ == "Skipped"
+
+
+@contextlib.contextmanager
+def _brokers() -> Iterator[tuple[str, str | None]]:
+    with brokers.redis_server() as redis, contextlib.ExitStack() as stack:
+        amqp_url = None
+        try:
+            amqp_url = stack.enter_context(brokers.rabbit_server()).url
+        except BaseException as exc:
+            if not _unavailable(exc):
+                raise
+            print(f"benchmarks: no RabbitMQ, Redis rows only ({exc})")
+        yield redis.url, amqp_url
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
-    parser.add_argument("--json", type=Path, help="also write machine-readable results here")
+    parser.add_argument(
+        "--json", type=Path, default=JSON_RESULTS, help="machine-readable results file"
+    )
     parser.add_argument(
         "--no-brokers", action="store_true", help="skip benchmarks that start brokers and workers"
     )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: rewrite docs/benchmarks.md from a results file (after editing "
+        "benchmarks/analysis.md)",
+    )
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        _write_docs(saved["results"], saved["machine"], saved["load"])
+        return
+    load_before = os.getloadavg()
+    started = time.monotonic()
     rows = decode.run(quick=args.quick) + state.run(quick=args.quick)
     if not args.no_brokers:
-        rows += inspect_latency.run(quick=args.quick)
-    header = "| benchmark | aiocelerymon | Celery/kombu | ratio |\n|---|---:|---:|---:|"
-    lines = [
-        f"| {r['name']} | {r['ours']:,.0f} {r['unit']} | {r['theirs']:,.0f} {r['unit']} "
-        f"| {r.get('ratio', r['ours'] / r['theirs']):.1f}x |"
-        for r in rows
-    ]
-    table = "\n".join([header, *lines])
-    print(table)
+        with _brokers() as (redis_url, amqp_url):
+            rows += ingest.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
+            rows += inspect_latency.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
+    load_after = os.getloadavg()
+    for r in rows:
+        r.setdefault("ratio", r["ours"] / r["theirs"])
+        r["target"] = _target(r)
+    import celery
     import kombu
 
     machine = (
-        f"Python {platform.python_version()} on {platform.machine()}, "
-        f"{platform.system()}; kombu {kombu.__version__}"
+        f"Python {platform.python_version()} on {platform.machine()}, {platform.system()}, "
+        f"{os.cpu_count() or 1} cores; celery {celery.__version__}, kombu {kombu.__version__}"
     )
+    load = (
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+        f"({time.monotonic() - started:.0f} s{', --quick' if args.quick else ''}"
+        f"{', --no-brokers' if args.no_brokers else ''})"
+    )
+    print(_write_docs(rows, machine, load))
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": machine, "load": load, "results": rows}, indent=2) + "\n"
+        )
+
+
+def _write_docs(rows: list[dict[str, Any]], machine: str, load: str) -> str:
+    """Rewrite docs/benchmarks.md; returns the results table."""
+    header = (
+        "| benchmark | aiocelerymon | Celery/kombu | ratio | target |\n|---|---:|---:|---:|---|"
+    )
+    lines = []
+    for r in rows:
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(
+            f"| {r['name']}{note} | {r['ours']:,.0f} {r['unit']} | {r['theirs']:,.0f} {r['unit']} "
+            f"| {r['ratio']:.1f}x | {r['target']} |"
+        )
+    table = "\n".join([header, *lines])
+    analysis = ANALYSIS.read_text() if ANALYSIS.exists() else ""
     RESULTS.write_text(
         "# Benchmarks\n\n"
-        "Run with `nox -s bench` (it rewrites this file). Each row runs our code and Celery's on\n"
-        "the same input in the same process. These are measurements, not test assertions.\n\n"
-        "## Method\n\n"
-        "* **decode task.multi envelope**: a Redis pub/sub payload as a Celery worker publishes\n"
-        "  it (kombu envelope, base64 body, a `task.multi` list of 24 task events) turned into\n"
-        "  event dicts. Ours: `decode_envelope` + `codec.decode` (orjson). Celery's: what\n"
-        "  kombu's Redis channel does per message (`json.loads` of the envelope, base64, then\n"
-        "  `kombu.serialization.loads`). The figure is events per second, best of 5 rounds.\n"
-        "* **State**: received/started/succeeded for ~67k tasks from 4 workers (200k events),\n"
-        "  as the receiver hands them on, into `celery.events.state.State` and ours; CPU time\n"
-        "  of the feeding loop. Memory: tracemalloc growth per retained finished task.\n"
-        "* **ping latency**: two real workers on local Redis and RabbitMQ; ours knows the\n"
-        "  workers and returns when both answered, Celery's `app.control.ping(timeout=1.0)`\n"
-        "  always waits its timeout. Plus concurrent `inspect().ping()` calls/s on one client.\n\n"
-        f"## Results\n\nMachine: {machine}, {_cores()} cores.\n\n{table}\n"
+        "Run with `nox -s bench` (`python -m benchmarks [--quick] [--no-brokers]`); it rewrites\n"
+        "this file and `docs/benchmarks.json`. Each row runs our code and Celery's on the same\n"
+        "input in the same run. These are measurements, never test assertions.\n\n"
+        f"## Results\n\nMachine: {machine}; {load}.\n\n{table}\n\n{METHOD}\n{analysis}"
     )
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+    return table
 
 
-def _cores() -> int:
-    import os
+METHOD = """## Method
 
-    return os.cpu_count() or 1
+* **decode task.multi envelope**: a Redis pub/sub payload as a Celery worker publishes it
+  (kombu envelope, base64 body, a `task.multi` list of 24 task events) turned into event
+  dicts. Ours: `decode_envelope` + `codec.decode`. Celery's: what kombu's Redis channel does
+  per message (`json.loads` of the envelope, base64, `kombu.serialization.loads`). Events/s,
+  best of 5 rounds.
+* **State**: received/started/succeeded for ~67k tasks from 4 workers (200k events), as the
+  receiver hands them on, into `celery.events.state.State` and ours (and Flower's
+  `EventsState` when flower is installed); CPU time of the feeding loop. The pre-built input
+  is `gc.freeze()`-d for both sides, so full collections do not traverse 200k input dicts a
+  receiver would never hold at once. Also the *singles* stream of the ingest rows
+  (task-sent on).
+* **Memory**: tracemalloc growth per retained finished task, once with the LRU not yet full
+  (N tasks, max_tasks N) and once at steady state (2N tasks, max_tasks N).
+* **ingest** (broker -> decode -> State, end to end; `benchmarks/ingest.py`): the same
+  envelopes, built with our wire encoders (byte-for-byte what workers send), consumed by
+  `client.events.receiver(handlers={"*": State.event})` and by Celery's
+  `app.events.Receiver(handlers={"*": State.event})`, max_tasks 100k, each in its own
+  subprocess measuring itself (events/s from the first event to the end marker; CPU µs per
+  event = `time.process_time` of the consuming process over that span). *batched*: worker
+  events (received/started/succeeded) in `task.multi` lists of 24, no task-sent. *singles*:
+  task-sent on, one event per message. RabbitMQ: a durable non-exclusive `celeryev.<node>`
+  queue bound by `#` (as Celery declares it with `event_queue_durable=True`,
+  `event_queue_exclusive=False`, no TTL/expiry), pre-filled by kombu with the whole stream,
+  then drained; each side drains its own identical queue. Redis: once the consumer's
+  PSUBSCRIBE is live (`PUBSUB NUMPAT`), a separate process publishes the stream at full speed
+  (redis-py, pipelines of 64). Pub/sub drops what a subscriber cannot take: a row says when a
+  side got fewer events than were sent, or was disconnected.
+* **ping latency**: two real workers per broker; ours knows the workers (`expected=`) and
+  returns when both answered, Celery's `app.control.ping(timeout=1.0)` always waits its
+  timeout. Plus concurrent `inspect().ping()` calls/s on one client.
+"""
 
 
 if __name__ == "__main__":

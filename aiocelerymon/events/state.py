@@ -456,6 +456,66 @@ _MERGE_KIND: dict[str, int] = {
     "utcoffset": _NUMBER,
 }
 
+#: Compiled :meth:`Task._merge` per key tuple. An event type always sends the same keys in
+#: the same order, so a handful of plans serve a whole stream; the cap bounds odd streams.
+_MERGE_PLANS: dict[tuple[Any, ...], Callable[[Any, Mapping[str, Any]], None]] = {}
+_MERGE_PLANS_MAX = 512
+
+#: One statement per kind; ``{k}`` is the key's repr, ``{a}`` the attribute name.
+_MERGE_CODE = {
+    _PLAIN: "    self.{a} = f[{k}]",
+    _INTERN: "    v = f[{k}]\n    self.{a} = _intern(v) if v.__class__ is str else v",
+    # Shared ints inline (the common case), the rest through _share_number.
+    _NUMBER: "    v = f[{k}]\n    self.{a} = (_ints.get(v) or _share(v)) if v.__class__ is int"
+    " else _share(v)",
+    _UUID: "    v = f[{k}]\n    if not (v == self.uuid and v.__class__ is self.uuid.__class__):"
+    "\n        self.{a} = v",
+    _ROOT: "    v = f[{k}]\n    u = self.uuid\n    self.{a} = u if v == u and v.__class__ is"
+    " u.__class__ else v",
+}
+
+
+def _merge_plan(keys: tuple[Any, ...]) -> Callable[[Any, Mapping[str, Any]], None]:
+    """Compile the attribute stores of :meth:`Task._merge` for one key tuple.
+
+    The generated function does what ``_merge_slow`` does, key by key in the same order,
+    without the per-key dispatch: this is the hottest code of the event path.
+    """
+    if len(_MERGE_PLANS) >= _MERGE_PLANS_MAX or not all(k.__class__ is str for k in keys):
+        return Task._merge_slow
+    lines = ["def merge(self, f):"]
+    for key in keys:
+        kind = _MERGE_KIND.get(key)
+        if kind is None:
+            if "    d = self.__dict__" not in lines:
+                # Only now: reading __dict__ creates it, and most tasks need none.
+                lines.append("    d = self.__dict__")
+            lines.append(f"    d[{key!r}] = f[{key!r}]")
+        else:  # slot names are identifiers
+            lines.append(_MERGE_CODE[kind].format(a=key, k=repr(key)))
+    namespace: dict[str, Any] = {
+        "_intern": _intern,
+        "_share": _share_number,
+        "_ints": _numbers[int],
+    }
+    # Safe with any input: event keys only ever appear as repr() string literals.
+    exec("\n".join(lines), namespace)
+    merge: Callable[[Any, Mapping[str, Any]], None] = namespace["merge"]
+    _MERGE_PLANS[keys] = merge
+    return merge
+
+
+#: ``"task-succeeded"`` -> ``("task", "succeeded")``, for the few types a cluster sends.
+_TYPE_SPLIT: dict[Any, tuple[str, str]] = {}
+
+
+def _split_type(type_: Any) -> tuple[str, str]:
+    group, _, subject = type_.partition("-")
+    if len(_TYPE_SPLIT) < 1024 and type_.__class__ is str:
+        _TYPE_SPLIT[type_] = (group, subject)
+    return group, subject
+
+
 # Shared copies of pid / utcoffset values, which repeat in every event of a worker.
 _numbers: dict[type, dict[Any, Any]] = {int: {}, float: {}}
 _NUMBERS_MAX = 4096
@@ -700,6 +760,14 @@ class Task:
 
     def _merge(self, fields: Mapping[str, Any]) -> None:
         """Store every key of ``fields`` as an attribute (Celery: ``__dict__.update``)."""
+        keys = tuple(fields)
+        merge = _MERGE_PLANS.get(keys)
+        if merge is None:
+            merge = _merge_plan(keys)
+        merge(self, fields)
+
+    def _merge_slow(self, fields: Mapping[str, Any]) -> None:
+        """:meth:`_merge` one key at a time (key sets without a compiled plan)."""
         kinds = _MERGE_KIND
         extra: dict[str, Any] | None = None
         for key, value in fields.items():
@@ -739,7 +807,8 @@ class Task:
         its fields (for ``received``: just the ``merge_rules`` keys); otherwise the state and
         timestamp change and ``fields`` gets ``state``/``timestamp`` keys, as Celery's does.
         """
-        fields = fields or {}
+        if not fields:
+            fields = {}  # a new dict, as Celery's ``fields or {}``
         state = _EVENT_STATE.get(type_)
         if state is not None:
             setattr(self, type_, timestamp)
@@ -755,8 +824,14 @@ class Task:
             if keep is not None:
                 fields = {key: value for key, value in fields.items() if key in keep}
         else:
-            fields.update(state=state, timestamp=timestamp)
-        self._merge(fields)
+            # Celery: fields.update(state=..., timestamp=...); same keys, same order.
+            fields["state"] = state
+            fields["timestamp"] = timestamp
+        keys = tuple(fields)
+        merge = _MERGE_PLANS.get(keys)
+        if merge is None:
+            merge = _merge_plan(keys)
+        merge(self, fields)
 
     @property
     def children(self) -> TaskSet:
@@ -1129,7 +1204,11 @@ class State:
         callback = self.event_callback
         if callback:
             callback(self, event)
-        group, _, subject = event["type"].partition("-")
+        type_ = event["type"]
+        split = _TYPE_SPLIT.get(type_)
+        if split is None:
+            split = _split_type(type_)
+        group, subject = split
         handlers = self.handlers
         if handlers and group in handlers:
             return handlers[group](subject, event), subject
@@ -1195,7 +1274,10 @@ class State:
                 worker.event(None, local_received, timestamp)
             origin = worker.id
 
-        self._heap.push(clock, timestamp, origin, self._task_key(task))
+        key = task.uuid  # self._task_key(task), inlined: this runs for every task event
+        if key.__class__ is not str or len(key) < 2:
+            key = weakref.ref(task)
+        self._heap.push(clock, timestamp, origin, key)
 
         if subject == "received":
             self.task_count += 1

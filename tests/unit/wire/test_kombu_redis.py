@@ -121,3 +121,31 @@ def test_plain_body_without_body_encoding_is_accepted():
 def test_malformed_envelopes_raise_decode_error(raw, match):
     with pytest.raises(DecodeError, match=match):
         decode_envelope(raw)
+
+
+BASE64_BODIES = [
+    base64.b64encode(b'[{"type": "task-started"}]').decode(),
+    "",
+    "###",
+    "eyJ4IjogMX0",  # missing padding
+    "eyJ4I jogMX0=",  # whitespace
+    "eyJ4IjogMX0=\n",
+    "é",
+]
+
+
+@pytest.mark.parametrize("body", BASE64_BODIES)
+def test_base64_bodies_decode_alike_with_and_without_pybase64(body, monkeypatch):
+    from aiocelerymon.wire import kombu_redis
+
+    raw = json.dumps({"body": body, "properties": {"body_encoding": "base64"}})
+
+    def outcome():
+        try:
+            return decode_envelope(raw).body
+        except DecodeError:
+            return DecodeError
+
+    fast = outcome()
+    monkeypatch.setattr(kombu_redis, "_b64decode", base64.b64decode)
+    assert outcome() == fast
