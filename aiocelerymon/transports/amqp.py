@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import contextvars
 import datetime
 import decimal
 import functools
+import logging
 import os
 import socket
 import ssl as _ssl
@@ -23,7 +25,7 @@ import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import aio_pika
 import aiormq.exceptions as amqp_errors
@@ -54,6 +56,38 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel
 
 __all__ = ["AmqpTransport", "build_ssl_context", "encode_properties", "queue_arguments"]
+
+#: True in the tasks of our own connections (aiormq's reader tasks inherit it from _open).
+_OURS: contextvars.ContextVar[bool] = contextvars.ContextVar("aiocelerymon_amqp", default=False)
+#: aiormq's ERROR lines for what our base class already reports once per outage (a WARNING
+#: "connection ... lost", then nothing per failed attempt until "reconnected").
+_REPORTED_BY_US: Final = (
+    "error when creating transport",
+    "Unexpected connection close from remote",
+)
+
+
+class _QuietForOurConnections(logging.Filter):
+    """Demote aiormq's per-attempt ERRORs to DEBUG, for our connections only.
+
+    aiormq logs ``error when creating transport`` at ERROR on every failed connect, which
+    would turn one broker outage into a line per retry. Other aio-pika users in the same
+    process are untouched: the filter acts only where :data:`_OURS` is set.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            _OURS.get()
+            and record.levelno > logging.DEBUG
+            and isinstance(record.msg, str)
+            and record.msg.startswith(_REPORTED_BY_US)
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("aiormq.connection").addFilter(_QuietForOurConnections())
 
 #: Seconds; kombu/py-amqp negotiate the broker's value, Celery workers use 120. 60 keeps a dead
 #: TCP peer from going unnoticed for long without adding measurable traffic.
@@ -464,6 +498,7 @@ class AmqpTransport(TransportBase):
         extra: dict[str, Any] = {}
         if tls and self.server_hostname:
             extra["server_hostname"] = self.server_hostname
+        token = _OURS.set(True)  # copied into every task aiormq starts for this connection
         try:
             connection = await aio_pika.connect(
                 host=url.hostname or "localhost",
@@ -486,6 +521,8 @@ class AmqpTransport(TransportBase):
                 connecting=True,
                 secret=url.password,
             ) from exc
+        finally:
+            _OURS.reset(token)
         self._declared = set()
         self._shared = {}
         self._connection = connection
