@@ -9,8 +9,8 @@ import pytest
 from tests.integration.reliability.servers import RestartableRabbit, restartable_rabbit
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def own_rabbit() -> Iterator[RestartableRabbit]:
-    """One RabbitMQ per module (booting takes ~5 s); tests restart it in place."""
+    """One RabbitMQ for the directory (booting takes ~5 s); tests restart it in place."""
     with restartable_rabbit() as server:
         yield server
