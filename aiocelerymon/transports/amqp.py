@@ -665,15 +665,21 @@ class AmqpTransport(TransportBase):
                 f"declaring queue {sub.queue!r} (durable={binding.durable}, "
                 f"exclusive={binding.exclusive}, auto_delete={binding.auto_delete})"
             )
-            await state.raw.queue_declare(
-                sub.queue,
-                durable=binding.durable,
-                exclusive=binding.exclusive,
-                auto_delete=binding.auto_delete,
-                arguments=arguments or None,
-                timeout=self.connect_timeout,
-            )
+            # Marked before the reply: a caller cancelled while waiting for Declare-Ok must
+            # still delete the queue the broker created (found by the cancellation tests).
             state.declared = True
+            try:
+                await state.raw.queue_declare(
+                    sub.queue,
+                    durable=binding.durable,
+                    exclusive=binding.exclusive,
+                    auto_delete=binding.auto_delete,
+                    arguments=arguments or None,
+                    timeout=self.connect_timeout,
+                )
+            except DRIVER_ERRORS:
+                state.declared = False  # refused: the queue is not ours to delete
+                raise
             if exchange.name:
                 step = (
                     f"binding queue {sub.queue!r} to {exchange.name!r} by {binding.routing_key!r}"
@@ -722,7 +728,9 @@ class AmqpTransport(TransportBase):
         if not isinstance(state, _SubState):
             return
         sub.handle = None
-        state.active = False
+        # Not active: _subscribe was interrupted (cancelled mid-RPC), and aiormq is closing
+        # that channel under us; clean up on a fresh one.
+        interrupted, state.active = not state.active, False
         if state.connection is not self._connection or state.connection.is_closed:
             return  # the channel died with its connection, and exclusive queues with it
         binding = sub.binding
@@ -730,13 +738,13 @@ class AmqpTransport(TransportBase):
         cleanup: AbstractChannel | None = None
         try:
             raw = state.raw
-            if state.consumer_tag is not None and not raw.is_closed:
+            if state.consumer_tag is not None and not raw.is_closed and not interrupted:
                 await raw.basic_cancel(state.consumer_tag, timeout=self.connect_timeout)
             # Only queues the broker would drop anyway are deleted, promptly; a durable
             # non-auto-delete queue is a pipeline that must survive us.
             if state.declared and (binding.exclusive or binding.auto_delete):
                 step = f"deleting queue {sub.queue!r}"
-                if raw.is_closed:
+                if raw.is_closed or interrupted:
                     cleanup = state.connection.channel(publisher_confirms=False)
                     await cleanup.initialize(timeout=self.connect_timeout)
                     raw = await cleanup.get_underlay_channel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support import brokers
+
+
+def _answers(port: int) -> bool:
+    """PING answered, with PONG or (under requirepass) NOAUTH."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
 
 
 class RestartableRedis:
@@ -48,7 +59,7 @@ class RestartableRedis:
             start_new_session=True,
         )
         deadline = time.monotonic() + brokers.REDIS_START_TIMEOUT
-        while not brokers._redis_ping(self.port):
+        while not _answers(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server {argv} did not start")
             time.sleep(0.02)
