@@ -611,6 +611,9 @@ class AmqpTransport(TransportBase):
                 routing_key=routing_key,
                 properties=properties,
                 mandatory=False,
+                # Bounded like every RPC: a broker that blocks publishers (memory alarm) or
+                # never confirms must not hang the caller (the message may still arrive).
+                timeout=self.connect_timeout,
             )
         except DRIVER_ERRORS as exc:
             raise self._error(exc, step) from exc

@@ -859,9 +859,10 @@ class RedisTransport(TransportBase):
         try:
             # cancelling(): a driver that swallowed our CancelledError must not keep us alive.
             while not me.cancelling():
-                await conn.send_command("BRPOP", *keys, BRPOP_TIMEOUT, check_health=False)
-                # The server answers within BRPOP_TIMEOUT; silence much beyond is a dead link.
+                # The server answers within BRPOP_TIMEOUT; silence much beyond is a dead link
+                # (the send is bounded too: a full socket buffer to a dead peer never drains).
                 async with asyncio.timeout(BRPOP_TIMEOUT + BRPOP_GRACE):
+                    await conn.send_command("BRPOP", *keys, BRPOP_TIMEOUT, check_health=False)
                     reply = await conn.read_response()
                 if reply is not None:
                     delivery = self._decode(reply[1], sub.generation)
