@@ -72,7 +72,7 @@ COMMAND_TIMEOUT: Final = 10.0
 #: Bytes read from the pub/sub socket at once (asyncio's own default is 256 KiB).
 PUBSUB_READ_SIZE: Final = 4 * 1024 * 1024
 #: Replies parsed before the reader yields, so the loop keeps draining the socket meanwhile.
-PUBSUB_BATCH: Final = 256
+PUBSUB_BATCH: Final = 32
 #: Unparsed pub/sub bytes we hold before we stop reading and let Redis buffer (see _PubSub).
 PUBSUB_MAX_BACKLOG: Final = 256 * 1024 * 1024
 #: Size of the command connection pool (kombu's ``max_connections`` transport option).
@@ -401,8 +401,9 @@ class _PubSub:
         if self.closed or not self.conn.is_connected:
             raise ConnectionLostError(f"pub/sub connection to {self.transport.url} is down")
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.append(ack)
+        # Sent first: if sending fails, no ack is left behind for _fail to set unobserved.
         self._protocol.send(command, pattern)
+        self._acks.append(ack)
         try:
             async with asyncio.timeout(self.transport.connect_timeout):
                 await ack
