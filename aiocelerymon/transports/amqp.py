@@ -64,14 +64,16 @@ _OURS: contextvars.ContextVar[bool] = contextvars.ContextVar("aiocelerymon_amqp"
 _REPORTED_BY_US: Final = (
     "error when creating transport",
     "Unexpected connection close from remote",
+    "Cancelling cause reader exited abnormally",  # WARNING, with the same close as traceback
 )
 
 
 class _QuietForOurConnections(logging.Filter):
-    """Demote aiormq's per-attempt ERRORs to DEBUG, for our connections only.
+    """Demote aiormq's lines about an outage we report ourselves to DEBUG, for our connections.
 
     aiormq logs ``error when creating transport`` at ERROR on every failed connect, which
-    would turn one broker outage into a line per retry. Other aio-pika users in the same
+    would turn one broker outage into a line per retry, plus an ERROR and a WARNING with a
+    traceback when the broker closes the connection. Other aio-pika users in the same
     process are untouched: the filter acts only where :data:`_OURS` is set.
     """
 
@@ -424,6 +426,17 @@ class _Connection(aio_pika.Connection):
         *aio_pika.Connection.PARAMETERS,
         ConnectionParameter(name="server_hostname", parser=str, is_kwarg=True),
     )
+
+    async def connect(self, timeout: Any = None) -> None:
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            # aio-pika drops a Connection whose connect failed without closing it; its __del__
+            # then creates a close() coroutine that never runs when the object is collected
+            # off the event loop's thread (one RuntimeWarning per attempt during an outage).
+            with contextlib.suppress(Exception):
+                await self.close()
+            raise
 
 
 @dataclass(eq=False, slots=True)

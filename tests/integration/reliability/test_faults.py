@@ -197,8 +197,13 @@ async def test_fault_while_streaming_calling_and_serving(
     assert 1 <= len(lost) <= hit, [r.getMessage() for r in lost]
     assert all(r.levelno == logging.WARNING for r in lost)
     assert len(back) == len(lost)
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, [f"{r.name}: {r.getMessage()}" for r in errors]
+    # No ERROR from anyone, and nothing from the drivers: the outage was reported above.
+    noisy = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR or (r.name.startswith("aiormq") and r.levelno > logging.INFO)
+    ]
+    assert not noisy, [f"{r.name}: {r.getMessage()}" for r in noisy]
 
 
 async def test_monitor_started_while_the_broker_is_down(
