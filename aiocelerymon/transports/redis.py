@@ -363,6 +363,7 @@ class _PubSub:
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
         self._paused = False
+        self._pauses = 0
         self._eof: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         # Take the socket over from redis-py's stream reader (after its handshake: AUTH,
@@ -431,11 +432,13 @@ class _PubSub:
             # cut us off, which is reported as a gap: bounded memory beats an OOM kill).
             self._paused = True
             self._protocol.pause()
-            log.warning(
-                "pub/sub backlog from %s over %d bytes: reading paused",
-                self.transport.url.redacted(),
-                PUBSUB_MAX_BACKLOG,
-            )
+            self._pauses += 1
+            if self._pauses == 1:  # once per connection: a slow consumer pauses many times
+                log.warning(
+                    "pub/sub backlog from %s over %d bytes: reading paused",
+                    self.transport.url.redacted(),
+                    PUBSUB_MAX_BACKLOG,
+                )
         self._wake_reader()
 
     def _on_lost(self, exc: BaseException | None) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from aiocelerymon.events import EventReceiver, StreamGap
 from aiocelerymon.transports import RetryPolicy, TransportState
+from aiocelerymon.transports import redis as redis_adapter
 from aiocelerymon.transports.redis import RedisTransport
 from aiocelerymon.wire import names
 from aiocelerymon.wire.event import event, event_message
@@ -131,5 +132,39 @@ async def test_a_consumer_cut_off_by_the_limit_reports_a_gap(
                 ("aiocelerymon.transport", logging.WARNING),
                 ("aiocelerymon.events", logging.WARNING),
             ]
+        finally:
+            await t.aclose()
+
+
+async def test_backlog_bound_pauses_reading_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A 256 KiB bound instead of 256 MiB, and a consumer that stalls: reading pauses, Redis
+    # holds the rest (well under its limit here), and everything arrives once we resume.
+    monkeypatch.setattr(redis_adapter, "PUBSUB_MAX_BACKLOG", 256 * 1024)
+    count = 20_000
+    with restartable_redis("--client-output-buffer-limit", "pubsub 32mb 8mb 60") as server:
+        t = RedisTransport(server.url)
+        await t.connect()
+        try:
+            stalled: list[bool] = []
+
+            def stall_once(event: dict[str, object]) -> None:
+                if not stalled:
+                    stalled.append(True)
+                    time.sleep(0.5)
+
+            receiver = EventReceiver(t, handlers={"*": stall_once})
+            with caplog.at_level(logging.WARNING, logger="aiocelerymon"):
+                task = asyncio.create_task(receiver.capture(limit=count, wakeup=False))
+                async with asyncio.timeout(DEADLINE):
+                    await receiver.ready.wait()
+                await publish_burst(server.port, count)
+                async with asyncio.timeout(DEADLINE):
+                    await task
+            assert (receiver.event_count, receiver.gaps) == (count, 0)
+            paused = [r for r in caplog.records if "reading paused" in r.getMessage()]
+            assert len(paused) == 1, "the bound was reached (else this proves nothing), once"
+            assert t.state is TransportState.CONNECTED
         finally:
             await t.aclose()
