@@ -133,11 +133,15 @@ class Transport(Protocol):
         """The current state; cheap, no I/O."""
         ...
 
-    async def connect(self) -> None:
+    async def connect(self, *, retry: bool = False) -> None:
         """Connect (idempotent); later drops are repaired in the background.
 
+        With ``retry`` an unreachable broker is retried under the retry policy (forever by
+        default) instead of failing: for a monitor started before its broker.
+
         Raises:
-            ConnectError: the first connection failed within ``connect_timeout``.
+            ConnectError: the first connection failed within ``connect_timeout`` (with
+                ``retry``: only a refused password, or the policy ran out of attempts).
             ClosedError: the transport was closed.
         """
         ...
