@@ -69,6 +69,8 @@ def event_from_message(
 ) -> tuple[str, Event]:
     """Celery's receiver processing of one event dict, in place; returns ``(type, event)``."""
     type_ = body["type"]
+    if not isinstance(type_, str):
+        raise TypeError(f"event type must be a string, not {type(type_).__name__}")
     if type_ == "task-sent":
         # Clients never sync their clocks, so Celery places task-sent just before ours.
         sent = body["clock"] = (clock.value or 1) + CLIENT_CLOCK_SKEW

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import contextvars
 import datetime
 import decimal
 import functools
+import logging
 import os
 import socket
 import ssl as _ssl
@@ -23,7 +25,7 @@ import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import aio_pika
 import aiormq.exceptions as amqp_errors
@@ -54,6 +56,40 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel
 
 __all__ = ["AmqpTransport", "build_ssl_context", "encode_properties", "queue_arguments"]
+
+#: True in the tasks of our own connections (aiormq's reader tasks inherit it from _open).
+_OURS: contextvars.ContextVar[bool] = contextvars.ContextVar("aiocelerymon_amqp", default=False)
+#: aiormq's ERROR lines for what our base class already reports once per outage (a WARNING
+#: "connection ... lost", then nothing per failed attempt until "reconnected").
+_REPORTED_BY_US: Final = (
+    "error when creating transport",
+    "Unexpected connection close from remote",
+    "Cancelling cause reader exited abnormally",  # WARNING, with the same close as traceback
+)
+
+
+class _QuietForOurConnections(logging.Filter):
+    """Demote aiormq's lines about an outage we report ourselves to DEBUG, for our connections.
+
+    aiormq logs ``error when creating transport`` at ERROR on every failed connect, which
+    would turn one broker outage into a line per retry, plus an ERROR and a WARNING with a
+    traceback when the broker closes the connection. Other aio-pika users in the same
+    process are untouched: the filter acts only where :data:`_OURS` is set.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            _OURS.get()
+            and record.levelno > logging.DEBUG
+            and isinstance(record.msg, str)
+            and record.msg.startswith(_REPORTED_BY_US)
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("aiormq.connection").addFilter(_QuietForOurConnections())
 
 #: Seconds; kombu/py-amqp negotiate the broker's value, Celery workers use 120. 60 keeps a dead
 #: TCP peer from going unnoticed for long without adding measurable traffic.
@@ -391,6 +427,17 @@ class _Connection(aio_pika.Connection):
         ConnectionParameter(name="server_hostname", parser=str, is_kwarg=True),
     )
 
+    async def connect(self, timeout: Any = None) -> None:
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            # aio-pika drops a Connection whose connect failed without closing it; its __del__
+            # then creates a close() coroutine that never runs when the object is collected
+            # off the event loop's thread (one RuntimeWarning per attempt during an outage).
+            with contextlib.suppress(Exception):
+                await self.close()
+            raise
+
 
 @dataclass(eq=False, slots=True)
 class _SubState:
@@ -464,6 +511,7 @@ class AmqpTransport(TransportBase):
         extra: dict[str, Any] = {}
         if tls and self.server_hostname:
             extra["server_hostname"] = self.server_hostname
+        token = _OURS.set(True)  # copied into every task aiormq starts for this connection
         try:
             connection = await aio_pika.connect(
                 host=url.hostname or "localhost",
@@ -486,6 +534,8 @@ class AmqpTransport(TransportBase):
                 connecting=True,
                 secret=url.password,
             ) from exc
+        finally:
+            _OURS.reset(token)
         self._declared = set()
         self._shared = {}
         self._connection = connection
@@ -574,6 +624,9 @@ class AmqpTransport(TransportBase):
                 routing_key=routing_key,
                 properties=properties,
                 mandatory=False,
+                # Bounded like every RPC: a broker that blocks publishers (memory alarm) or
+                # never confirms must not hang the caller (the message may still arrive).
+                timeout=self.connect_timeout,
             )
         except DRIVER_ERRORS as exc:
             raise self._error(exc, step) from exc
@@ -628,15 +681,21 @@ class AmqpTransport(TransportBase):
                 f"declaring queue {sub.queue!r} (durable={binding.durable}, "
                 f"exclusive={binding.exclusive}, auto_delete={binding.auto_delete})"
             )
-            await state.raw.queue_declare(
-                sub.queue,
-                durable=binding.durable,
-                exclusive=binding.exclusive,
-                auto_delete=binding.auto_delete,
-                arguments=arguments or None,
-                timeout=self.connect_timeout,
-            )
+            # Marked before the reply: a caller cancelled while waiting for Declare-Ok must
+            # still delete the queue the broker created (found by the cancellation tests).
             state.declared = True
+            try:
+                await state.raw.queue_declare(
+                    sub.queue,
+                    durable=binding.durable,
+                    exclusive=binding.exclusive,
+                    auto_delete=binding.auto_delete,
+                    arguments=arguments or None,
+                    timeout=self.connect_timeout,
+                )
+            except DRIVER_ERRORS:
+                state.declared = False  # refused: the queue is not ours to delete
+                raise
             if exchange.name:
                 step = (
                     f"binding queue {sub.queue!r} to {exchange.name!r} by {binding.routing_key!r}"
@@ -685,7 +744,9 @@ class AmqpTransport(TransportBase):
         if not isinstance(state, _SubState):
             return
         sub.handle = None
-        state.active = False
+        # Not active: _subscribe was interrupted (cancelled mid-RPC), and aiormq is closing
+        # that channel under us; clean up on a fresh one.
+        interrupted, state.active = not state.active, False
         if state.connection is not self._connection or state.connection.is_closed:
             return  # the channel died with its connection, and exclusive queues with it
         binding = sub.binding
@@ -693,13 +754,13 @@ class AmqpTransport(TransportBase):
         cleanup: AbstractChannel | None = None
         try:
             raw = state.raw
-            if state.consumer_tag is not None and not raw.is_closed:
+            if state.consumer_tag is not None and not raw.is_closed and not interrupted:
                 await raw.basic_cancel(state.consumer_tag, timeout=self.connect_timeout)
             # Only queues the broker would drop anyway are deleted, promptly; a durable
             # non-auto-delete queue is a pipeline that must survive us.
             if state.declared and (binding.exclusive or binding.auto_delete):
                 step = f"deleting queue {sub.queue!r}"
-                if raw.is_closed:
+                if raw.is_closed or interrupted:
                     cleanup = state.connection.channel(publisher_confirms=False)
                     await cleanup.initialize(timeout=self.connect_timeout)
                     raw = await cleanup.get_underlay_channel()

@@ -25,6 +25,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from aiocelerymon._url import BrokerURL
 from aiocelerymon.exceptions import (
+    AuthenticationError,
     BrokerRefusedError,
     ClosedError,
     ConnectError,
@@ -143,11 +144,15 @@ class Transport(Protocol):
         """The current state; cheap, no I/O."""
         ...
 
-    async def connect(self) -> None:
+    async def connect(self, *, retry: bool = False) -> None:
         """Connect (idempotent); later drops are repaired in the background.
 
+        With ``retry`` an unreachable broker is retried under the retry policy (forever by
+        default) instead of failing: for a monitor started before its broker.
+
         Raises:
-            ConnectError: the first connection failed within ``connect_timeout``.
+            ConnectError: the first connection failed within ``connect_timeout`` (with
+                ``retry``: only a refused password, or the policy ran out of attempts).
             ClosedError: the transport was closed.
         """
         ...
@@ -378,8 +383,14 @@ class TransportBase(ABC):
         """The current state."""
         return self._state
 
-    async def connect(self) -> None:
-        """Connect; see :class:`Transport`."""
+    async def connect(self, *, retry: bool = False) -> None:
+        """Connect; see :class:`Transport`.
+
+        With ``retry`` a broker that is down is retried under :attr:`retry` (forever by
+        default), with one WARNING for the outage and one INFO once connected, as a monitor
+        started before its broker needs; only a refused password or the policy's last attempt
+        ends it.
+        """
         async with self._connect_lock:
             if self._state is TransportState.CLOSED:
                 raise ClosedError(f"{self!r} is closed")
@@ -387,7 +398,10 @@ class TransportBase(ABC):
                 return
             self._state = TransportState.CONNECTING
             try:
-                await self._open_within_deadline()
+                if retry:
+                    await self._open_retrying()
+                else:
+                    await self._open_within_deadline()
             except BaseException:
                 self._state = TransportState.IDLE
                 await self._close_connection()
@@ -469,6 +483,34 @@ class TransportBase(ABC):
             raise ConnectError(
                 f"could not connect to {self.url.redacted()} within {self.connect_timeout}s"
             ) from exc
+
+    async def _open_retrying(self) -> None:
+        delays = self.retry.delays()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                await self._open_within_deadline()
+            except AuthenticationError:
+                raise  # a wrong password does not fix itself
+            except (TransportError, OSError) as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                if attempts == 1:
+                    log.warning(
+                        "cannot connect to %s (%s); retrying until it answers",
+                        self.url.redacted(),
+                        exc,
+                    )
+                else:
+                    log.debug("connect attempt %d to %s failed: %r", attempts, self.url, exc)
+                await self._close_connection()
+                await asyncio.sleep(delay)
+                continue
+            if attempts > 1:
+                log.info("connected to %s after %d attempts", self.url.redacted(), attempts)
+            return
 
     async def _wait_ready(self) -> None:
         if self._state is TransportState.CONNECTED:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
+import hiredis
 import redis.exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.connection import (
@@ -68,6 +69,12 @@ BRPOP_GRACE: Final = 10.0
 #: with asyncio.timeout, not redis-py's ``socket_timeout``: that one wraps writes in
 #: ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation (seen in testing).
 COMMAND_TIMEOUT: Final = 10.0
+#: Bytes read from the pub/sub socket at once (asyncio's own default is 256 KiB).
+PUBSUB_READ_SIZE: Final = 4 * 1024 * 1024
+#: Replies parsed before the reader yields, so the loop keeps draining the socket meanwhile.
+PUBSUB_BATCH: Final = 32
+#: Unparsed pub/sub bytes we hold before we stop reading and let Redis buffer (see _PubSub).
+PUBSUB_MAX_BACKLOG: Final = 256 * 1024 * 1024
 #: Size of the command connection pool (kombu's ``max_connections`` transport option).
 DEFAULT_MAX_CONNECTIONS: Final = 50
 #: How much of an undecodable payload goes into the warning.
@@ -296,6 +303,45 @@ class _Consumer:
             await self.conn.disconnect(nowait=True)
 
 
+class _PubSubProtocol(asyncio.BufferedProtocol):
+    """Receives the pub/sub socket's bytes into large chunks; nothing else happens here."""
+
+    def __init__(self, pubsub: _PubSub, conn: AbstractConnection) -> None:
+        self._pubsub = pubsub
+        self._conn = conn
+        self._buffer = bytearray(PUBSUB_READ_SIZE)
+        self._view = memoryview(self._buffer)
+        writer = getattr(conn, "_writer", None)
+        if writer is None:
+            raise ConnectionLostError("pub/sub connection is not open")
+        self._transport: asyncio.Transport = writer.transport
+        self._transport.set_protocol(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._pubsub._on_data(bytes(self._view[:nbytes]))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pubsub._on_lost(exc)
+
+    def send(self, *args: bytes) -> None:
+        if self._transport.is_closing():
+            raise ConnectionLostError("pub/sub connection is closing")
+        self._transport.writelines(self._conn.pack_command(*args))
+
+    def pause(self) -> None:
+        self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
+
+
 class _PubSub:
     """The shared pub/sub connection: pattern -> subscriptions, one reader task.
 
@@ -313,6 +359,16 @@ class _PubSub:
         self.received = 0
         self._acks: deque[asyncio.Future[None]] = deque()
         self._lock = asyncio.Lock()
+        self._parser = hiredis.Reader()
+        self._backlog: deque[bytes] = deque()
+        self._backlog_bytes = 0
+        self._paused = False
+        self._pauses = 0
+        self._eof: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        # Take the socket over from redis-py's stream reader (after its handshake: AUTH,
+        # SELECT, TLS), so reading never waits for parsing.
+        self._protocol = _PubSubProtocol(self, conn)
         loop = asyncio.get_running_loop()
         name = f"aiocelerymon-redis-pubsub-{transport.url.redacted()}"
         self.task = loop.create_task(self._read(), name=name)
@@ -346,8 +402,9 @@ class _PubSub:
         if self.closed or not self.conn.is_connected:
             raise ConnectionLostError(f"pub/sub connection to {self.transport.url} is down")
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Sent first: if sending fails, no ack is left behind for _fail to set unobserved.
+        self._protocol.send(command, pattern)
         self._acks.append(ack)
-        await self.conn.send_command(command, pattern, check_health=False)
         try:
             async with asyncio.timeout(self.transport.connect_timeout):
                 await ack
@@ -366,33 +423,89 @@ class _PubSub:
             else:
                 ack.set_exception(error)
 
+    def _on_data(self, data: bytes) -> None:
+        """Protocol callback: keep the bytes; parsing happens in :meth:`_read`."""
+        self._backlog.append(data)
+        self._backlog_bytes += len(data)
+        if self._backlog_bytes > PUBSUB_MAX_BACKLOG and not self._paused:
+            # Past our memory bound, let Redis buffer instead (its output-buffer limit may then
+            # cut us off, which is reported as a gap: bounded memory beats an OOM kill).
+            self._paused = True
+            self._protocol.pause()
+            self._pauses += 1
+            if self._pauses == 1:  # once per connection: a slow consumer pauses many times
+                log.warning(
+                    "pub/sub backlog from %s over %d bytes: reading paused",
+                    self.transport.url.redacted(),
+                    PUBSUB_MAX_BACKLOG,
+                )
+        self._wake_reader()
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        self._eof = exc or ConnectionLostError("connection closed by the server")
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def _read(self) -> None:
-        conn, routes, transport = self.conn, self.routes, self.transport
+        """Parse and route what the protocol buffered; report a loss once all of it is done.
+
+        The socket is drained by :class:`_PubSubProtocol` as fast as the event loop allows,
+        decoupled from decoding and from the subscribers: a burst then waits in our memory,
+        not in Redis's pub/sub output buffer, whose limit (``32mb 8mb 60`` by default) would
+        disconnect us (as it does Celery's receiver in the same burst).
+        """
+        routes, transport, parser = self.routes, self.transport, self._parser
+        loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         assert me is not None
         try:
             while not me.cancelling():  # see RedisTransport._consume
-                try:
-                    reply = await conn.read_response()
-                except rexc.ResponseError as exc:
-                    # A refused (P)SUBSCRIBE (e.g. an ACL NOPERM): only that command failed.
-                    self._settle(transport._map_error(exc))
+                if not self._backlog:
+                    if self._eof is not None:
+                        raise self._eof
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
                     continue
-                self.received += 1
-                kind = reply[0]
-                if kind == b"pmessage":
-                    subs = routes.get(reply[1])
-                    if subs:
-                        transport._dispatch(subs, reply[3])
-                elif kind == b"psubscribe" or kind == b"punsubscribe":
-                    self._settle(None)
+                data = self._backlog.popleft()
+                self._backlog_bytes -= len(data)
+                if self._paused and self._backlog_bytes < PUBSUB_MAX_BACKLOG // 2:
+                    self._paused = False
+                    self._protocol.resume()
+                parser.feed(data)
+                handled = 0
+                while (reply := parser.gets()) is not False:
+                    self.received += 1
+                    if isinstance(reply, hiredis.ReplyError):
+                        # A refused (P)SUBSCRIBE (e.g. an ACL NOPERM): only that command failed.
+                        self._settle(transport._map_error(rexc.ResponseError(str(reply))))
+                        continue
+                    kind = reply[0]
+                    if kind == b"pmessage":
+                        subs = routes.get(reply[1])
+                        if subs:
+                            transport._dispatch(subs, reply[3])
+                    elif kind == b"psubscribe" or kind == b"punsubscribe":
+                        self._settle(None)
+                    handled += 1
+                    if handled % PUBSUB_BATCH == 0:
+                        # Let the loop read the socket and the subscribers catch up.
+                        await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._fail(ConnectionLostError(f"pub/sub connection lost: {exc!r}"))
             if me.cancelling():
                 return  # caused by our own cancellation
-            if not isinstance(exc, (rexc.RedisError, OSError)):
+            if not isinstance(
+                exc, (rexc.RedisError, OSError, TransportError, hiredis.HiredisError)
+            ):
                 # A bug must not leave the subscriptions silently deaf: reconnect and restore.
                 log.exception("pub/sub reader for %s crashed", transport.url)
             transport._lost(exc, self.epoch)
@@ -414,7 +527,7 @@ class _PubSub:
                 pinged = True
                 with contextlib.suppress(Exception):
                     # In subscribed mode the reply is ``[b"pong", b""]``; it only bumps received.
-                    await self.conn.send_command(b"PING", check_health=False)
+                    self._protocol.send(b"PING")
             else:
                 self._give_up(ConnectionLostError("pub/sub connection stopped answering PING"))
                 return
@@ -750,9 +863,10 @@ class RedisTransport(TransportBase):
         try:
             # cancelling(): a driver that swallowed our CancelledError must not keep us alive.
             while not me.cancelling():
-                await conn.send_command("BRPOP", *keys, BRPOP_TIMEOUT, check_health=False)
-                # The server answers within BRPOP_TIMEOUT; silence much beyond is a dead link.
+                # The server answers within BRPOP_TIMEOUT; silence much beyond is a dead link
+                # (the send is bounded too: a full socket buffer to a dead peer never drains).
                 async with asyncio.timeout(BRPOP_TIMEOUT + BRPOP_GRACE):
+                    await conn.send_command("BRPOP", *keys, BRPOP_TIMEOUT, check_health=False)
                     reply = await conn.read_response()
                 if reply is not None:
                     delivery = self._decode(reply[1], sub.generation)

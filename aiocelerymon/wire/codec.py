@@ -151,6 +151,8 @@ def decode(
     if content_encoding and content_encoding not in ("utf-8", "utf8", "binary"):
         try:
             body = body.decode(codecs.lookup(content_encoding).name).encode("utf-8")
-        except (LookupError, UnicodeDecodeError) as exc:
+        except (LookupError, ValueError) as exc:
+            # ValueError: every UnicodeError (punycode raises the bare base class), including
+            # re-encoding a lone surrogate that raw_unicode_escape produced.
             raise DecodeError(f"cannot decode body as {content_encoding!r}: {exc}") from exc
     return ser.loads(body)
