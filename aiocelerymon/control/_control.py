@@ -128,7 +128,8 @@ class Control:
 
         Raises:
             ConnectionLostError: the broker could not be reached before the deadline, or the
-                connection was lost for good while waiting.
+                connection dropped while waiting for replies (at once, not at the deadline;
+                the request is never re-sent).
             ValueError: ``destination`` is not a list of names.
         """
         if destination is not None and isinstance(destination, str):
@@ -149,6 +150,7 @@ class Control:
             await self._send(
                 command, arguments, destination, pattern, matcher, timeout, deadline, ticket
             )
+            inbox.sent = True
             generation = mailbox.generation
             while limit is None or count < limit:
                 if waiting and waiting <= answered:
@@ -163,7 +165,8 @@ class Control:
                     break
                 if inbox.error is not None:
                     raise ConnectionLostError(
-                        f"reply queue lost while waiting for {command!r}: {inbox.error}"
+                        f"reply queue lost while waiting for {command!r}: {inbox.error}; "
+                        "the request was not re-sent"
                     ) from inbox.error
                 for node in reply:
                     if node in answered:

@@ -51,11 +51,17 @@ class ControlSettings:
 class _Inbox:
     """Replies for one ticket, plus the error that ended the reply stream, if any."""
 
-    __slots__ = ("error", "queue")
+    __slots__ = ("error", "queue", "sent")
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.error: BaseException | None = None
+        #: The request was published: a connection lost from now on may have lost its replies.
+        self.sent = False
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.queue.put_nowait({})  # wake the waiter; it checks .error first
 
 
 class Mailbox:
@@ -75,6 +81,7 @@ class Mailbox:
         self._sub: Subscription | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._unlisten = transport.on_connection_lost(self._connection_lost)
 
     @property
     def reply_exchange(self) -> str:
@@ -156,11 +163,22 @@ class Mailbox:
             if self._sub is sub:
                 self._sub = None  # the next call subscribes afresh
             for inbox in self._inboxes.values():
-                inbox.error = exc
-                inbox.queue.put_nowait({})  # wake the waiter; it checks .error first
+                inbox.fail(exc)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        # Replies published while the reply queue is gone are lost for good (an exclusive
+        # queue dies with its connection; kombu's Redis pub/sub-less reply lists survive, but a
+        # worker's reply may have been mid-flight). Celery's client would silently wait out its
+        # timeout and return fewer nodes; we fail the calls that were waiting, at once, and
+        # never re-send their requests. Calls not yet sent wait for the reconnect as usual.
+        error = ConnectionLostError(f"connection to the broker lost ({exc or 'closed'})")
+        for inbox in self._inboxes.values():
+            if inbox.sent and inbox.error is None:
+                inbox.fail(error)
 
     async def aclose(self) -> None:
         """Stop routing and remove the reply queue."""
+        self._unlisten()
         sub, self._sub = self._sub, None
         reader, self._reader = self._reader, None
         if sub is not None:

@@ -17,7 +17,7 @@ import random
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -177,6 +177,15 @@ class Transport(Protocol):
 
         Raises:
             ClosedError: the transport was closed.
+        """
+        ...
+
+    def on_connection_lost(
+        self, callback: Callable[[BaseException | None], None]
+    ) -> Callable[[], None]:
+        """Call ``callback(error)`` each time an established connection drops; returns the
+        function that removes it. Subscriptions are restored by themselves, but whatever was
+        in flight on the broker at that moment (a queue's messages, pending replies) may be lost.
         """
         ...
 
@@ -353,6 +362,7 @@ class TransportBase(ABC):
         self._lost_during_restore: BaseException | None = None
         # Stopped while reconnecting: their bindings are still on the broker.
         self._orphans: list[SubscriptionBase] = []
+        self._loss_listeners: list[Callable[[BaseException | None], None]] = []
 
     # -- adapter hooks -----------------------------------------------------------------------
 
@@ -418,6 +428,18 @@ class TransportBase(ABC):
         """Create a subscription; see :class:`Transport`."""
         self._check_open()
         return SubscriptionBase(self, binding)
+
+    def on_connection_lost(
+        self, callback: Callable[[BaseException | None], None]
+    ) -> Callable[[], None]:
+        """See :class:`Transport`."""
+        self._loss_listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._loss_listeners.remove(callback)
+
+        return remove
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until connected (e.g. after an outage); ``timeout`` defaults to connect_timeout.
@@ -562,6 +584,11 @@ class TransportBase(ABC):
         self._reconnector = asyncio.get_running_loop().create_task(
             self._reconnect(), name=f"aiocelerymon-reconnect-{self.url.redacted()}"
         )
+        for callback in list(self._loss_listeners):
+            try:
+                callback(exc)
+            except Exception:  # a listener's bug must not stop the reconnect
+                log.exception("connection-lost listener %r failed", callback)
 
     async def _reconnect(self) -> None:
         attempts = 0
@@ -604,7 +631,9 @@ class TransportBase(ABC):
                     )
                     self._give_up(exc)
                     return
-                log.debug("reconnect attempt %d to %s failed: %r", attempts, self.url, exc)
+                log.debug(
+                    "reconnect attempt %d to %s failed: %r", attempts, self.url.redacted(), exc
+                )
                 await asyncio.sleep(delay)
                 continue
             break
