@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 REDIS_URL_ENV = "AIOCELERYMON_REDIS_URL"
 AMQP_URL_ENV = "AIOCELERYMON_AMQP_URL"
@@ -145,6 +145,9 @@ class RedisServer:
         _redis_flushdb(self.url_for(db))
         return BrokerNamespace("redis", self.url_for(db))
 
+    def release(self, namespace: BrokerNamespace) -> None:
+        """Done with ``namespace``: nothing to do (a database is flushed when handed out)."""
+
 
 @dataclass
 class RabbitServer:
@@ -188,6 +191,11 @@ class RabbitServer:
         if not self.owned:
             return BrokerNamespace("rabbitmq", self.url, isolated=False)
         return BrokerNamespace("rabbitmq", self.add_vhost(f"aiocm-{uuid.uuid4().hex[:12]}"))
+
+    def release(self, namespace: BrokerNamespace) -> None:
+        """Done with ``namespace``: delete its vhost, with every queue and exchange in it."""
+        if namespace.isolated and self.owned:
+            self.delete_vhost(unquote(urlsplit(namespace.url).path[1:]))
 
 
 # --------------------------------------------------------------------------------------------

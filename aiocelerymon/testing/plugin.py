@@ -95,8 +95,7 @@ def rabbitmq_namespace(rabbit_server: brokers.RabbitServer) -> Iterator[brokers.
     """A fresh RabbitMQ vhost for this test, deleted afterwards with all it holds."""
     namespace = rabbit_server.namespace()
     yield namespace
-    if namespace.isolated:
-        rabbit_server.delete_vhost(namespace.url.rsplit("/", 1)[1])
+    rabbit_server.release(namespace)
 
 
 @pytest.fixture

@@ -58,8 +58,7 @@ async def test_namespaces_do_not_hear_each_other(
         assert await wait_for_workers(aiocelerymon_client, 1, timeout=10) == ["here@test"]
         replies = await aiocelerymon_client.control.ping(timeout=1.0)
         assert [list(r) for r in replies] == [["here@test"]]
-    if other.broker == "rabbitmq":
-        server.delete_vhost(other.url.rsplit("/", 1)[1])
+    server.release(other)
 
 
 async def test_fake_worker_task_lifecycle_through_the_helpers(aiocelerymon_client: Client) -> None:
