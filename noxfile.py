@@ -59,6 +59,14 @@ def interop(session: nox.Session, celery: str) -> None:
 
 
 @nox.session(default=False)
+def examples(session: nox.Session) -> None:
+    """examples/: a user's project tested with our pytest plugin, real worker, both brokers."""
+    session.install("-e", ".[testing,all]", "pytest-timeout", "celery[redis]")
+    session.chdir("examples")
+    session.run("pytest", *session.posargs, env=REQUIRE)
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, ours side by side with Celery's; results go to docs/benchmarks.md."""
     session.install("-e", ".[all]", "celery[redis]", "packaging")
