@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from aiocelerymon.testing import brokers as _impl
 from aiocelerymon.testing.brokers import (
     AMQP_URL_ENV,
     INSTALL_HINT,
@@ -35,3 +38,9 @@ __all__ = [
     "stop_process_group",
     "unavailable",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Every other name too (timeouts, the start-up helpers other test modules reuse): one
+    # implementation, read through here.
+    return getattr(_impl, name)

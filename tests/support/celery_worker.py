@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aiocelerymon.testing import worker as _impl
 from aiocelerymon.testing.worker import (
     CELERY_ENV,
     STOP_TIMEOUT,
@@ -81,3 +82,8 @@ def celery_worker(
         python=python,
     ) as worker:
         yield worker
+
+
+def __getattr__(name: str) -> Any:
+    # Any other name of the runner (e.g. ``stop_worker``), read through from the one implementation.
+    return getattr(_impl, name)
