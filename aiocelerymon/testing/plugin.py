@@ -175,10 +175,11 @@ class StartWorker(Protocol):
 def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorker]:
     """Start real Celery workers of your app: ``await celery_worker_process("proj.celery")``.
 
-    The worker uses ``broker`` (default: the test's ``aiocelerymon_broker``) through
-    ``CELERY_BROKER_URL``; the call returns once it answered ``ping`` through aiocelerymon
-    (deadline ``timeout``). Workers stop (warm shutdown) when the test ends; a failed test's
-    report includes their logs.
+    The worker uses ``broker`` (a namespace or URL) through ``CELERY_BROKER_URL``; by default
+    the test's ``aiocelerymon_broker``, which the test must then request (directly or through
+    ``aiocelerymon_client``) since it is parametrized. The call returns once the worker
+    answered ``ping`` through aiocelerymon (deadline ``timeout``). Workers stop (warm shutdown)
+    when the test ends; a failed test's report includes their logs.
     """
     stack = contextlib.ExitStack()
     started = request.node.stash.setdefault(_WORKERS, [])
