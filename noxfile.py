@@ -15,7 +15,7 @@ TYPECHECK = nox.project.dependency_groups(PYPROJECT, "typecheck")
 #: One interop run per supported Celery minor, each against the kombu minor it shipped with:
 #: celery 5.6's own pin admits kombu 5.7, which changes the Redis wire (binding Lua scripts).
 CELERY_MINORS = {"5.5": "5.5", "5.6": "5.6", "5.7": "5.7"}
-#: In CI a broker that cannot start is a failure, never a skip (tests/support/brokers.py).
+#: In CI a broker that cannot start is a failure, never a skip (aiocelerymon/testing/brokers.py).
 REQUIRE = {"AIOCELERYMON_REQUIRE_BROKERS": "1"}
 
 
