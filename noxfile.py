@@ -15,7 +15,7 @@ TYPECHECK = nox.project.dependency_groups(PYPROJECT, "typecheck")
 #: One interop run per supported Celery minor, each against the kombu minor it shipped with:
 #: celery 5.6's own pin admits kombu 5.7, which changes the Redis wire (binding Lua scripts).
 CELERY_MINORS = {"5.5": "5.5", "5.6": "5.6", "5.7": "5.7"}
-#: In CI a broker that cannot start is a failure, never a skip (tests/support/brokers.py).
+#: In CI a broker that cannot start is a failure, never a skip (aiocelerymon/testing/brokers.py).
 REQUIRE = {"AIOCELERYMON_REQUIRE_BROKERS": "1"}
 
 
@@ -56,6 +56,14 @@ def interop(session: nox.Session, celery: str) -> None:
     kombu = CELERY_MINORS[celery]
     session.install("-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*")
     session.run("pytest", "tests/integration", "-m", "interop", *session.posargs, env=REQUIRE)
+
+
+@nox.session(default=False)
+def examples(session: nox.Session) -> None:
+    """examples/: a user's project tested with our pytest plugin, real worker, both brokers."""
+    session.install("-e", ".[testing,all]", "pytest-timeout", "celery[redis]")
+    session.chdir("examples")
+    session.run("pytest", *session.posargs, env=REQUIRE)
 
 
 @nox.session(default=False)

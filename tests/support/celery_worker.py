@@ -1,94 +1,57 @@
-"""Run a real Celery worker (``tests.integration.celery_app``) as a subprocess."""
+"""A real Celery worker of the project's test app (``tests.integration.celery_app``).
+
+The process handling is :mod:`aiocelerymon.testing.worker`; this module only adds the test app
+and its configuration, passed as JSON in ``AIOCELERYMON_TEST_CELERY_CONFIG`` (Celery setting
+names as keys), so a test can vary the wire-relevant settings without a module per variant.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from importlib import metadata
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from aiocelerymon.testing import worker as _impl
+from aiocelerymon.testing.worker import (
+    CELERY_ENV,
+    STOP_TIMEOUT,
+    CeleryWorker,
+    CeleryWorkerError,
+    start_celery_worker,
+)
+
+__all__ = [
+    "APP_MODULE",
+    "CONFIG_ENV",
+    "REPO_ROOT",
+    "STOP_TIMEOUT",
+    "CeleryWorker",
+    "CeleryWorkerError",
+    "celery_env",
+    "celery_worker",
+]
 
 CONFIG_ENV = "AIOCELERYMON_TEST_CELERY_CONFIG"
 APP_MODULE = "tests.integration.celery_app"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STOP_TIMEOUT = 20.0
-
-# The first banner line: " -------------- w1@host v5.6.3 (recovery)".
-_BANNER_VERSION = re.compile(r"\sv(\d+\.\d+\.\d+\S*)\s+\(")
-# Environment variables that Celery reads and that would override the JSON config.
-_CELERY_ENV = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_CONFIG_MODULE")
-
-
-class CeleryWorkerError(RuntimeError):
-    """The worker did not become ready; the message ends with its log."""
 
 
 def celery_env(config: dict[str, Any], *, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for any ``celery -A tests.integration.celery_app`` subprocess (worker or CLI)."""
     env = dict(os.environ if base is None else base)
-    for name in _CELERY_ENV:
+    for name in CELERY_ENV:
         env.pop(name, None)
     env[CONFIG_ENV] = json.dumps(config)
     # `-A tests.integration.celery_app` must import from this checkout whatever the cwd.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    # The banner is printed to stdout; unbuffered so it reaches our pipe before "ready.".
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-@dataclass
-class CeleryWorker:
-    """Handle on a running worker subprocess."""
-
-    hostname: str
-    process: subprocess.Popen[str]
-    python: str
-    _lines: list[str] = field(default_factory=list, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _ready: threading.Event = field(default_factory=threading.Event, repr=False)
-    _version: str | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int:
-        """PID of the worker's main process."""
-        return self.process.pid
-
-    @property
-    def version(self) -> str:
-        """Celery version the worker runs, from its banner (or the installed distribution)."""
-        if self._version is not None:
-            return self._version
-        if self.python == sys.executable:
-            return metadata.version("celery")
-        return "unknown"
-
-    def log(self) -> str:
-        """Everything the worker wrote to stdout/stderr so far."""
-        with self._lock:
-            return "".join(self._lines)
-
-    def _pump(self, stream: IO[str]) -> None:
-        ready_marker = f"{self.hostname} ready."
-        for line in stream:
-            with self._lock:
-                self._lines.append(line)
-            if self._version is None and (match := _BANNER_VERSION.search(line)):
-                self._version = match.group(1)
-            if ready_marker in line:
-                self._ready.set()
-        stream.close()
-
-
-@contextlib.contextmanager
+@contextmanager
 def celery_worker(
     broker_url: str,
     hostname: str,
@@ -100,75 +63,27 @@ def celery_worker(
     timeout: float = 60,
     python: str | None = None,
 ) -> Iterator[CeleryWorker]:
-    """Start ``celery worker -n hostname`` and yield once it logged ``<hostname> ready.``.
+    """Start a worker of the test app and yield once it logged ``<hostname> ready.``.
 
     ``config`` holds Celery setting names (``control_exchange``, ``broker_transport_options``,
-    ...) and is passed to the app as JSON; ``broker_url`` overrides any value in it. ``python``
-    selects another interpreter (e.g. a venv with a different Celery); default: this one.
+    ...); ``broker_url`` overrides any value in it. ``python`` selects another interpreter
+    (e.g. a venv with a different Celery); default: this one.
     """
-    interpreter = python or sys.executable
-    full_config = {**(config or {}), "broker_url": broker_url}
-    argv = [
-        interpreter, "-m", "celery", "-A", APP_MODULE, "worker",
-        "-n", hostname,
-        "-c", str(concurrency),
-        "-P", pool,
-        "-l", "INFO",
-        "--without-mingle", "--without-gossip",
-    ]  # fmt: skip
-    if events:
-        argv.append("-E")
-    proc = subprocess.Popen(
-        argv,
+    env = celery_env({**(config or {}), "broker_url": broker_url})
+    with start_celery_worker(
+        APP_MODULE,
+        hostname,
+        concurrency=concurrency,
+        events=events,
+        pool=pool,
+        env=env,
         cwd=REPO_ROOT,
-        env=celery_env(full_config),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # Own process group so prefork children can be killed with the parent.
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    worker = CeleryWorker(hostname=hostname, process=proc, python=interpreter)
-    reader = threading.Thread(
-        target=worker._pump, args=(proc.stdout,), name=f"celery-log-{hostname}", daemon=True
-    )
-    reader.start()
-    try:
-        _await_ready(worker, timeout)
+        timeout=timeout,
+        python=python,
+    ) as worker:
         yield worker
-    except Exception as exc:
-        if not isinstance(exc, CeleryWorkerError):
-            # Python 3.11: pytest prints notes, so a failing test shows what the worker said.
-            exc.add_note(f"--- log of celery worker {hostname} ---\n{worker.log()}")
-        raise
-    finally:
-        _stop(proc)
-        reader.join(5)
 
 
-def _await_ready(worker: CeleryWorker, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not worker._ready.wait(0.1):
-        if worker.process.poll() is not None:
-            raise CeleryWorkerError(
-                f"celery worker {worker.hostname} exited with {worker.process.returncode} "
-                f"before it was ready:\n{worker.log()}"
-            )
-        if time.monotonic() > deadline:
-            raise CeleryWorkerError(
-                f"celery worker {worker.hostname} not ready after {timeout:.0f}s:\n{worker.log()}"
-            )
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    # SIGTERM to the main process only: that is Celery's warm shutdown, which stops the pool
-    # children itself. SIGKILL of the whole group is the fallback and sweeps any leftovers.
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(STOP_TIMEOUT)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(STOP_TIMEOUT)
+def __getattr__(name: str) -> Any:
+    # Any other name of the runner (e.g. ``stop_worker``), read through from the one implementation.
+    return getattr(_impl, name)

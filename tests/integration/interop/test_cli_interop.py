@@ -5,8 +5,7 @@ and ``python -m aiocelerymon -A tests.integration.celery_app`` at the same time 
 subprocesses with the same environment) and compares stdout line for line, modulo the order in
 which the two workers' replies arrived and values that change between two calls (Lamport
 clocks; ``stats`` is compared by its keys). Also ``--json``, exit codes and stderr of the
-failure cases. Four broker variants: Redis db 0, Redis db 3 with a ``global_keyprefix``,
-RabbitMQ ``/`` and RabbitMQ on a vhost with ``control_exchange = "ops"``. Runs with whatever
+failure cases. The four broker variants of tests/support/interop.py. Runs with whatever
 Celery the environment has; nox runs it per minor::
 
     nox -R -s "interop(celery='5.5')" -- tests/integration/interop/test_cli_interop.py -q
@@ -14,7 +13,6 @@ Celery the environment has; nox runs it per minor::
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import json
 import re
@@ -26,15 +24,8 @@ from typing import Any
 
 import pytest
 
-from aiocelerymon import Client
-from aiocelerymon.wire import names
-from tests.support.celery_worker import (
-    APP_MODULE,
-    REPO_ROOT,
-    CeleryWorker,
-    celery_env,
-    celery_worker,
-)
+from tests.support.celery_worker import APP_MODULE, REPO_ROOT, CeleryWorker, celery_env
+from tests.support.interop import VARIANTS, Variant, variant_url, workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
@@ -44,32 +35,6 @@ ADD = "tests.integration.celery_app.add"
 BROADCAST_TIMEOUT = "3"
 ADDRESSED_TIMEOUT = "20"
 _HEADER = re.compile(r"^(?:->  | )(\S+): (?:OK|ERROR)$")
-
-
-@dataclass(frozen=True)
-class Variant:
-    id: str
-    broker: str
-    db: int = 0
-    vhost: str | None = None
-    namespace: str = names.CONTROL_EXCHANGE
-    transport_options: dict[str, Any] | None = None
-
-
-VARIANTS = [
-    pytest.param(Variant("redis", "redis"), marks=pytest.mark.redis, id="redis"),
-    pytest.param(
-        Variant("redis-db3-prefix", "redis", db=3, transport_options={"global_keyprefix": "cli:"}),
-        marks=pytest.mark.redis,
-        id="redis-db3-prefix",
-    ),
-    pytest.param(Variant("amqp", "amqp"), marks=pytest.mark.amqp, id="amqp"),
-    pytest.param(
-        Variant("amqp-vhost-ops", "amqp", vhost="aiocm-cli-interop", namespace="ops"),
-        marks=pytest.mark.amqp,
-        id="amqp-vhost-ops",
-    ),
-]
 
 
 @dataclass(frozen=True)
@@ -110,43 +75,19 @@ class Cluster:
             return theirs.result(), ours.result()
 
 
-async def _answering(cluster_url: str, variant: Variant, nodes: list[str]) -> None:
-    """'ready.' is logged before the pidbox consumer is certain to be up: ping until it is."""
-    async with (
-        asyncio.timeout(DEADLINE),
-        Client(
-            cluster_url,
-            control_exchange=variant.namespace,
-            broker_transport_options=variant.transport_options,
-        ) as client,
-    ):
-        while True:
-            replies = await client.control.ping(destination=nodes, timeout=2.0)
-            if {node for reply in replies for node in reply} >= set(nodes):
-                return
-
-
 @pytest.fixture(scope="module", params=VARIANTS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     variant: Variant = request.param
-    if variant.broker == "redis":
-        url = request.getfixturevalue("redis_server").url_for(variant.db)
-    else:
-        rabbit = request.getfixturevalue("rabbit_server")
-        url = rabbit.add_vhost(variant.vhost) if variant.vhost else rabbit.url
-    config: dict[str, Any] = {"control_exchange": variant.namespace}
-    if variant.transport_options:
-        config["broker_transport_options"] = variant.transport_options
+    config = variant.config()
     hostnames = [f"w1.{variant.id}@cli", f"w2.{variant.id}@cli"]
-    env = celery_env({**config, "broker_url": url})
-    # Colour handling is part of the comparison: NO_COLOR (or its absence) must act alike.
-    env.pop("NO_COLOR", None)
     with (
-        celery_worker(url, hostnames[0], config=config) as w1,
-        celery_worker(url, hostnames[1], config=config) as w2,
+        variant_url(request, variant) as url,
+        workers(variant, url, hostnames, config=config, events=True) as started,
     ):
-        asyncio.run(_answering(url, variant, hostnames))
-        yield Cluster(variant, url, [w1, w2], env)
+        env = celery_env({**config, "broker_url": url})
+        # Colour handling is part of the comparison: NO_COLOR (or its absence) must act alike.
+        env.pop("NO_COLOR", None)
+        yield Cluster(variant, url, started, env)
 
 
 # -- parsing the text output -----------------------------------------------------------------

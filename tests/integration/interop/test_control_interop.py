@@ -4,9 +4,8 @@ Every inspect and control command is sent twice to the same pair of real Celery 
 through ``aiocelerymon.Client().control`` and once through ``celery.Celery().control`` (run in a
 thread), and the JSON is compared. Only values that legitimately change between two calls are
 masked (uptime, rusage, Lamport clocks, pool pids, memory samples, objgraph file names), and task
-ids where the two sides had to use different tasks (terminate). Four broker variants: Redis db 0,
-Redis db 3 with a ``global_keyprefix``, RabbitMQ ``/`` and RabbitMQ on a vhost with a custom
-``control_exchange``. Runs with whatever Celery the environment has; nox runs it per minor::
+ids where the two sides had to use different tasks (terminate). The four broker variants of
+tests/support/interop.py. Runs with whatever Celery the environment has; nox runs it per minor::
 
     nox -R -s "interop(celery='5.5')" -- tests/integration/interop/test_control_interop.py -q
 
@@ -20,7 +19,6 @@ import asyncio
 import contextlib
 import copy
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,8 +29,8 @@ import pytest
 
 from aiocelerymon import Client
 from aiocelerymon.control import Inspect, Replies
-from aiocelerymon.wire import names
-from tests.support.celery_worker import CeleryWorker, celery_worker
+from tests.support.celery_worker import CeleryWorker
+from tests.support.interop import VARIANTS, Variant, variant_url, workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
@@ -47,32 +45,6 @@ DEADLINE = 60.0
 ADD = "tests.integration.celery_app.add"
 SLEEP = "tests.integration.celery_app.sleep"
 UNKNOWN_TASK = "tests.integration.celery_app.no_such_task"
-
-
-@dataclass(frozen=True)
-class Variant:
-    id: str
-    broker: str
-    db: int = 0
-    vhost: str | None = None
-    namespace: str = names.CONTROL_EXCHANGE
-    transport_options: dict[str, Any] | None = None
-
-
-VARIANTS = [
-    pytest.param(Variant("redis", "redis"), marks=pytest.mark.redis, id="redis"),
-    pytest.param(
-        Variant("redis-db3-prefix", "redis", db=3, transport_options={"global_keyprefix": "pfx:"}),
-        marks=pytest.mark.redis,
-        id="redis-db3-prefix",
-    ),
-    pytest.param(Variant("amqp", "amqp"), marks=pytest.mark.amqp, id="amqp"),
-    pytest.param(
-        Variant("amqp-vhost-ops", "amqp", vhost="aiocm-control-interop", namespace="ops"),
-        marks=pytest.mark.amqp,
-        id="amqp-vhost-ops",
-    ),
-]
 
 
 @dataclass
@@ -98,11 +70,7 @@ class Cluster:
         return self.workers[1].hostname
 
     def client(self) -> Client:
-        return Client(
-            self.url,
-            control_exchange=self.variant.namespace,
-            broker_transport_options=self.variant.transport_options,
-        )
+        return self.variant.client(self.url)
 
     async def theirs(self, call: Callable[[Any], T]) -> T:
         """Run ``call(app.control)`` in a thread: Celery's client is blocking."""
@@ -132,54 +100,24 @@ def celery_app(variant: Variant, url: str) -> Any:
 
 
 def worker_config(variant: Variant, **extra: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "control_exchange": variant.namespace,
-        # Each worker also consumes <nodename>.dq2, so a test can put a task on one node.
-        "worker_direct": True,
-        "worker_pool_restarts": True,
-        **extra,
-    }
-    if variant.transport_options:
-        config["broker_transport_options"] = variant.transport_options
-    return config
-
-
-def wait_until_answering(app: Any, nodes: list[str]) -> None:
-    """'ready.' is logged before the pidbox consumer is certain to be up: ping until it is."""
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        replies = app.control.ping(destination=nodes, timeout=1.0)
-        if {node for reply in replies for node in reply} >= set(nodes):
-            return
-    raise AssertionError(f"workers {nodes} never answered ping")
-
-
-@contextlib.contextmanager
-def workers(url: str, hostnames: list[str], config: dict[str, Any]) -> Iterator[list[CeleryWorker]]:
-    with contextlib.ExitStack() as stack:
-        yield [
-            stack.enter_context(celery_worker(url, h, config=config, events=False))
-            for h in hostnames
-        ]
+    # Each worker also consumes <nodename>.dq2, so a test can put a task on one node.
+    return variant.config(**{"worker_direct": True, "worker_pool_restarts": True, **extra})
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     variant: Variant = request.param
-    if variant.broker == "redis":
-        url = request.getfixturevalue("redis_server").url_for(variant.db)
-    else:
-        rabbit = request.getfixturevalue("rabbit_server")
-        url = rabbit.add_vhost(variant.vhost) if variant.vhost else rabbit.url
     config = worker_config(variant)
     hostnames = [f"alpha.{variant.id}@interop", f"beta.{variant.id}@interop"]
-    app = celery_app(variant, url)
-    try:
-        with workers(url, hostnames, config) as started:
-            wait_until_answering(app, hostnames)
+    with (
+        variant_url(request, variant) as url,
+        workers(variant, url, hostnames, config=config, events=False) as started,
+    ):
+        app = celery_app(variant, url)
+        try:
             yield Cluster(variant, url, started, app, config)
-    finally:
-        app.close()
+        finally:
+            app.close()
 
 
 @pytest.fixture
@@ -891,8 +829,10 @@ async def test_shutdown_gets_no_reply_and_the_worker_exits(cluster: Cluster) -> 
     # No pool restarts here, so pool_restart's error reply can be compared too.
     config = worker_config(variant, worker_pool_restarts=False)
     hostnames = [f"gamma.{variant.id}@interop", f"delta.{variant.id}@interop"]
-    with workers(cluster.url, hostnames, config) as (gamma, delta):
-        await asyncio.to_thread(wait_until_answering, cluster.app, hostnames)
+    with contextlib.ExitStack() as stack:
+        # Started off the loop: the helper waits for their ping answers with a loop of its own.
+        start = workers(variant, cluster.url, hostnames, config=config, events=False)
+        gamma, delta = await asyncio.to_thread(stack.enter_context, start)
         async with cluster.client() as client:
             ours = await client.control.pool_restart(
                 reply=True, destination=hostnames, timeout=OUR_TIMEOUT

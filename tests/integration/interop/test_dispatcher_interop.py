@@ -16,25 +16,13 @@ from typing import Any
 import pytest
 
 import aiocelerymon
+from aiocelerymon.testing import BrokerNamespace
 from tests.support.celery_worker import celery_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
 APP = "tests.integration.celery_app"
 DEADLINE = 30.0
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("amqp", marks=pytest.mark.amqp),
-    ]
-)
-def url(request: pytest.FixtureRequest) -> str:
-    server = request.getfixturevalue(
-        "redis_server" if request.param == "redis" else "rabbit_server"
-    )
-    return str(server.url)
 
 
 class CeleryMonitor:
@@ -80,6 +68,12 @@ class CeleryMonitor:
             self._recv.should_stop = True
         self._thread.join(10)
         self.app.close()
+
+
+@pytest.fixture
+def url(aiocelerymon_broker: BrokerNamespace) -> str:
+    """A vhost / database of this test's own, on RabbitMQ and on Redis (the plugin's)."""
+    return aiocelerymon_broker.url
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from aiocelerymon.testing import BrokerNamespace
 from tests.support.celery_worker import APP_MODULE, REPO_ROOT, celery_env, celery_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
@@ -62,25 +63,13 @@ class Dumping:
         self._reader.cancel()
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("amqp", marks=pytest.mark.amqp),
-    ]
-)
-def url(request: pytest.FixtureRequest) -> str:
-    server = request.getfixturevalue(
-        "redis_server" if request.param == "redis" else "rabbit_server"
-    )
-    return str(server.url)
-
-
 def _normalise(line: str) -> str:
     line = re.sub(r"local_received=[0-9.e+-]+(, )?", "", line)
     return line.replace("+00:00]", "]").rstrip(", ")
 
 
-async def test_dump_lines_match_celerys(url: str) -> None:
+async def test_dump_lines_match_celerys(aiocelerymon_broker: BrokerNamespace) -> None:
+    url = aiocelerymon_broker.url  # a vhost / database of this test's own
     env = celery_env({"broker_url": url})
     hostname = f"dump.{uuid.uuid4().hex[:6]}@interop"
     theirs_argv = [sys.executable, "-m", "celery", "-A", APP_MODULE, "events", "--dump"]

@@ -14,37 +14,14 @@ from typing import Any
 
 import pytest
 
-import aiocelerymon
 from aiocelerymon.events.state import State
 from tests.support.celery_worker import CeleryWorker, celery_worker
+from tests.support.interop import VARIANTS, Variant, variant_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
 DEADLINE = 60.0
 APP = "tests.integration.celery_app"
-
-
-@dataclass(frozen=True)
-class Variant:
-    id: str
-    broker: str
-    db: int = 0
-    vhost: str | None = None
-    transport_options: dict[str, Any] | None = None
-
-
-VARIANTS = [
-    pytest.param(Variant("redis", "redis"), marks=pytest.mark.redis, id="redis"),
-    pytest.param(
-        Variant("redis-db4-prefix", "redis", db=4, transport_options={"global_keyprefix": "ev:"}),
-        marks=pytest.mark.redis,
-        id="redis-db4-prefix",
-    ),
-    pytest.param(Variant("amqp", "amqp"), marks=pytest.mark.amqp, id="amqp"),
-    pytest.param(
-        Variant("amqp-vhost", "amqp", vhost="aiocm-events"), marks=pytest.mark.amqp, id="amqp-vhost"
-    ),
-]
 
 
 @dataclass
@@ -57,6 +34,7 @@ class Cluster:
         from celery import Celery
 
         app = Celery("sender", broker=self.url)
+        app.conf.control_exchange = self.variant.namespace
         if self.variant.transport_options:
             app.conf.broker_transport_options = self.variant.transport_options
         return app
@@ -65,16 +43,11 @@ class Cluster:
 @pytest.fixture(scope="module", params=VARIANTS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     variant: Variant = request.param
-    if variant.broker == "redis":
-        url = request.getfixturevalue("redis_server").url_for(variant.db)
-    else:
-        rabbit = request.getfixturevalue("rabbit_server")
-        url = rabbit.add_vhost(variant.vhost) if variant.vhost else rabbit.url
-    config: dict[str, Any] = {}
-    if variant.transport_options:
-        config["broker_transport_options"] = variant.transport_options
     # Two pool processes: the long task being revoked must not block the others.
-    with celery_worker(url, f"ev.{variant.id}@interop", concurrency=2, config=config) as w:
+    with (
+        variant_url(request, variant) as url,
+        celery_worker(url, f"ev.{variant.id}@interop", concurrency=2, config=variant.config()) as w,
+    ):
         yield Cluster(variant, url, w)
 
 
@@ -105,8 +78,7 @@ async def test_task_lifecycles_end_in_the_right_states(cluster: Cluster) -> None
     from celery.events.state import State as CeleryState
 
     ours, theirs = State(), CeleryState()
-    options = {"broker_transport_options": cluster.variant.transport_options}
-    async with aiocelerymon.Client(cluster.url, **options) as client:
+    async with cluster.variant.client(cluster.url) as client:
         receiver = client.events.receiver()
         ids: dict[str, str] = {}
         revoke_sent = False

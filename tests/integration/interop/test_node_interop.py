@@ -1,9 +1,8 @@
 """Real Celery tools cannot tell our Node from a worker: the CLI pings, lists and inspects it.
 
 Runs the celery CLI of whatever Celery the environment has (nox runs it once per supported minor)
-as subprocesses while our Node serves in this event loop, on RabbitMQ (default vhost, and a vhost
-with control exchange ``ops``) and Redis (db 0, and db 3 with a ``global_keyprefix``), next to a
-real worker in the same cluster.
+as subprocesses while our Node serves in this event loop, on the four broker variants of
+tests/support/interop.py, next to a real worker in the same cluster.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import pytest
 
 from aiocelerymon import Client
 from aiocelerymon.control.node import Node
+from aiocelerymon.testing import wait_for_workers
 from aiocelerymon.wire import codec, names
 from aiocelerymon.wire.pidbox import ReplyTo, request_body, request_message
 from tests.support.celery_worker import (
@@ -30,37 +30,12 @@ from tests.support.celery_worker import (
     celery_env,
     celery_worker,
 )
+from tests.support.interop import VARIANTS, Variant, variant_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
 DEADLINE = 60.0
 TASKS = {"svc.export": {"rate_limit": "10/m"}, "svc.import": {}}
-
-
-@dataclass(frozen=True)
-class Variant:
-    id: str
-    broker: str
-    db: int = 0
-    vhost: str | None = None
-    namespace: str = names.CONTROL_EXCHANGE
-    transport_options: dict[str, Any] | None = None
-
-
-VARIANTS = [
-    pytest.param(Variant("redis", "redis"), marks=pytest.mark.redis, id="redis"),
-    pytest.param(
-        Variant("redis-db3-prefix", "redis", db=3, transport_options={"global_keyprefix": "pfx:"}),
-        marks=pytest.mark.redis,
-        id="redis-db3-prefix",
-    ),
-    pytest.param(Variant("amqp", "amqp"), marks=pytest.mark.amqp, id="amqp"),
-    pytest.param(
-        Variant("amqp-vhost-ops", "amqp", vhost="aiocm-node", namespace="ops"),
-        marks=pytest.mark.amqp,
-        id="amqp-vhost-ops",
-    ),
-]
 
 
 @dataclass
@@ -74,30 +49,17 @@ class Cluster:
 
     def config(self) -> dict[str, Any]:
         """Celery settings for the CLI and the worker."""
-        config: dict[str, Any] = {"broker_url": self.url}
-        if self.variant.namespace != names.CONTROL_EXCHANGE:
-            config["control_exchange"] = self.variant.namespace
-        if self.variant.transport_options:
-            config["broker_transport_options"] = self.variant.transport_options
-        return config
+        return self.variant.config(broker_url=self.url)
 
     def client(self) -> Client:
-        return Client(
-            self.url,
-            broker_transport_options=self.variant.transport_options,
-            control_exchange=self.variant.namespace,
-        )
+        return self.variant.client(self.url)
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
-def cluster(request: pytest.FixtureRequest) -> Cluster:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     variant: Variant = request.param
-    if variant.broker == "redis":
-        url = request.getfixturevalue("redis_server").url_for(variant.db)
-    else:
-        rabbit = request.getfixturevalue("rabbit_server")
-        url = rabbit.add_vhost(variant.vhost) if variant.vhost else rabbit.url
-    return Cluster(variant, url)
+    with variant_url(request, variant) as url:
+        yield Cluster(variant, url)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +146,8 @@ async def test_cli_inspect_registered_and_unknown_command(cluster: Cluster, node
 async def test_cli_status_sees_a_real_worker_and_our_node(
     cluster: Cluster, worker: CeleryWorker, node: Node
 ) -> None:
-    await _wait_until_answering(cluster, worker.hostname)
+    async with cluster.client() as client:
+        await wait_for_workers(client, [worker.hostname], timeout=DEADLINE)
     code, out = await celery(cluster, "status", "-t", "2")
     assert code == 0, out
     assert f"->  {node.nodename}: OK" in out
@@ -213,10 +176,3 @@ async def test_our_node_honours_the_default_exchange_shortcut(cluster: Cluster, 
     assert reply.headers["ticket"] == ticket
     decoded = codec.decode(reply.body, reply.content_type, reply.content_encoding)
     assert decoded == {node.nodename: {"ok": "pong"}}
-
-
-async def _wait_until_answering(cluster: Cluster, hostname: str) -> None:
-    """'ready.' is logged before the worker's pidbox consumer is certain to be up."""
-    async with cluster.client() as client, asyncio.timeout(DEADLINE):
-        while not await client.control.ping(destination=[hostname], timeout=1.0):
-            pass

@@ -22,38 +22,11 @@ from aiocelerymon.wire import codec, names
 from aiocelerymon.wire.event import decode_events
 from aiocelerymon.wire.pidbox import ReplyTo, request_body, request_message
 from tests.support.celery_worker import CeleryWorker, celery_worker
+from tests.support.interop import VARIANTS, Variant, variant_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
 DEADLINE = 30.0
-
-
-@dataclass(frozen=True)
-class Variant:
-    id: str
-    broker: str
-    db: int = 0
-    vhost: str | None = None
-    namespace: str = names.CONTROL_EXCHANGE
-    transport_options: dict[str, Any] | None = None
-
-
-VARIANTS = [
-    pytest.param(Variant("redis", "redis"), marks=pytest.mark.redis, id="redis"),
-    pytest.param(
-        Variant(
-            "redis-db3-prefix", "redis", db=3, transport_options={"global_keyprefix": "aiocm:"}
-        ),
-        marks=pytest.mark.redis,
-        id="redis-db3-prefix",
-    ),
-    pytest.param(Variant("amqp", "amqp"), marks=pytest.mark.amqp, id="amqp"),
-    pytest.param(
-        Variant("amqp-vhost", "amqp", vhost="aiocm-interop", namespace="ops"),
-        marks=pytest.mark.amqp,
-        id="amqp-vhost-ops",
-    ),
-]
 
 
 @dataclass
@@ -69,16 +42,11 @@ class Cluster:
 @pytest.fixture(scope="module", params=VARIANTS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     variant: Variant = request.param
-    if variant.broker == "redis":
-        url = request.getfixturevalue("redis_server").url_for(variant.db)
-    else:
-        rabbit = request.getfixturevalue("rabbit_server")
-        url = rabbit.add_vhost(variant.vhost) if variant.vhost else rabbit.url
-    config: dict[str, Any] = {"control_exchange": variant.namespace}
-    if variant.transport_options:
-        config["broker_transport_options"] = variant.transport_options
     hostname = f"w1.{variant.id}@interop"
-    with celery_worker(url, hostname, config=config, events=True) as worker:
+    with (
+        variant_url(request, variant) as url,
+        celery_worker(url, hostname, config=variant.config(), events=True) as worker,
+    ):
         yield Cluster(variant, url, worker)
 
 
