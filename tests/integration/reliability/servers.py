@@ -127,9 +127,7 @@ class RestartableRabbit:
             "RABBITMQ_CONFIG_FILE": str(w / "rabbitmq.conf"),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(w / "advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": str(w / "rabbitmq-env.conf"),
-            # No scheduler busy-waiting: an idle node must not eat a core of this 2-core
-            # machine while the Redis burst test measures whether we keep up.
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": brokers.RABBIT_ERL_ARGS,
         }
         with (w / "server.out").open("ab") as out:
             self.proc = subprocess.Popen(
