@@ -28,6 +28,7 @@ from aiocelerymon.transports import (
     Exchange,
     ExchangeKind,
     Message,
+    QueueDepth,
     SubscriptionBase,
     TransportBase,
     TransportState,
@@ -263,10 +264,22 @@ class TransportContract:
         ex, name = await self._kept_queue(t)
         for priority in (0, 0, 5, 9):  # spread over kombu's Redis priority lists
             await t.publish(msg(b'"task"', delivery_mode=2, priority=priority), ex, "work")
-        depth = await t.queue_depth(name)
-        assert depth is not None
-        assert (depth.name, depth.messages) == (name, 4)
+        depth = await self._depth_reaches(t, name, 4)
+        assert depth.name == name
         assert depth.consumers in (None, 0)
+
+    @staticmethod
+    async def _depth_reaches(t: TransportBase, name: str, messages: int) -> QueueDepth:
+        """The queue's depth once it reports ``messages``: publishes are unconfirmed (as in
+        kombu), so RabbitMQ may count a message a moment after our publish call returned."""
+        async with asyncio.timeout(DEADLINE):
+            while True:
+                depth = await t.queue_depth(name)
+                assert depth is not None
+                if depth.messages >= messages:
+                    assert depth.messages == messages
+                    return depth
+                await asyncio.sleep(0.01)
 
     async def test_missing_queue_is_none(self, make_transport: MakeTransport) -> None:
         t = await make_transport()
@@ -276,19 +289,18 @@ class TransportContract:
         # The transport is still fine after the broker said "not found".
         ex, name = await self._kept_queue(t)
         await t.publish(msg(b"1", delivery_mode=2), ex, "work")
-        depth = await t.queue_depth(name)
-        assert depth is not None and depth.messages == 1
+        await self._depth_reaches(t, name, 1)
 
     async def test_purge_removes_waiting_messages(self, make_transport: MakeTransport) -> None:
         t = await make_transport()
         ex, name = await self._kept_queue(t)
         for priority in (0, 3, 6):
             await t.publish(msg(b'"task"', delivery_mode=2, priority=priority), ex, "work")
+        await self._depth_reaches(t, name, 3)
         assert await t.purge_queue(name) == 3
         depth = await t.queue_depth(name)
         assert depth is not None and depth.messages == 0
         assert await t.purge_queue(name) == 0
         # The queue still routes: a new message is waiting after the purge.
         await t.publish(msg(b'"after"', delivery_mode=2), ex, "work")
-        depth = await t.queue_depth(name)
-        assert depth is not None and depth.messages == 1
+        await self._depth_reaches(t, name, 1)
