@@ -1101,6 +1101,11 @@ async def _execute(
         client = build_client(invocation, app)
         broker_url = client.transport.url.unredacted()
         try:
+            if invocation.subcommand == "events":
+                # A monitor waits for its broker, as `celery events` does (kombu's
+                # ensure_connection): one warning per outage, then it comes up by itself.
+                await client.connect(retry=True)
+                return await _run_events(client, invocation, out)
             # Unlike Celery (kombu retries for seconds), an unreachable broker is reported within
             # the timeout; the replies then get the whole timeout, as in Celery.
             limit = invocation.timeout
@@ -1113,8 +1118,6 @@ async def _execute(
                 raise ConnectError(
                     f"no connection to {client.transport.url} within {limit}s"
                 ) from None
-            if invocation.subcommand == "events":
-                return await _run_events(client, invocation, out)
             if invocation.subcommand == "queues":
                 return await _run_queues(client, invocation, app, out)
             if invocation.subcommand == "purge":

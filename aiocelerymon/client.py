@@ -114,9 +114,14 @@ class Client:
         settings.update(overrides)
         return cls(**settings)
 
-    async def connect(self) -> None:
-        """Connect now (otherwise the first call connects)."""
-        await self.transport.connect()
+    async def connect(self, *, retry: bool = False) -> None:
+        """Connect now (otherwise the first call connects).
+
+        With ``retry`` an unreachable broker is retried under the client's ``retry`` policy
+        (forever by default; one WARNING per outage) instead of raising ``ConnectError``: for a
+        monitor started before its broker, as kombu's ``ensure_connection`` does for Celery's.
+        """
+        await self.transport.connect(retry=retry)
 
     async def aclose(self) -> None:
         """Remove the reply queue and close the connection."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import uuid
 
 import pytest
@@ -87,3 +88,40 @@ async def test_events_usage_errors(argv, message):
     code = await cli.run(["-b", "memory://x", *argv], stdout=out, stderr=err)
     assert code == cli.EX_USAGE
     assert message in err.getvalue()
+
+
+async def test_events_waits_for_a_broker_that_is_down(caplog: pytest.LogCaptureFixture):
+    """Like `celery events`, the monitor retries a broker that is down, with one warning for
+    the outage (not one per attempt), and comes up by itself when the broker does."""
+    from aiocelerymon.transports.memory import MemoryBroker
+
+    name = f"cli-ev-down-{uuid.uuid4().hex}"
+    url = f"memory://{name}"
+    broker = MemoryBroker.get(name)
+    broker.stop()
+    caplog.set_level(logging.DEBUG, logger="aiocelerymon")
+    out, err = io.StringIO(), io.StringIO()
+    run = asyncio.create_task(
+        cli.run(["-b", url, "events", "--dump", "--limit", "1"], stdout=out, stderr=err)
+    )
+
+    def attempts() -> int:
+        return sum("connect attempt" in r.getMessage() for r in caplog.records)
+
+    try:
+        async with asyncio.timeout(10):
+            while attempts() < 2:  # several attempts fail while the broker stays down
+                assert not run.done(), err.getvalue()
+                await asyncio.sleep(0.01)  # log records have no event to await
+    finally:
+        broker.start()
+    async with aiocelerymon.Client(url) as client:
+        async with client.transport.subscribe(names.node_binding("probe@test")) as probe:
+            await asyncio.wait_for(probe.receive(), 10)  # the receiver's wake-up: it is live
+        await client.events.dispatcher("w1@test").send("worker-online", freq=2.0)
+        code = await asyncio.wait_for(run, 10)
+    assert code == 0, err.getvalue()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "retrying until it answers" in warnings[0].getMessage()
+    assert out.getvalue().splitlines()[1].startswith("w1@test [")
+    assert "] started: " in out.getvalue().splitlines()[1]  # Celery's words for worker-online
