@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import ssl
@@ -37,6 +36,7 @@ from aiocelerymon.transports.amqp import AmqpTransport
 from aiocelerymon.wire import names
 from tests.support.brokers import RabbitServer, free_port
 from tests.support.contract import connected
+from tests.support.proxy import Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.amqp]
 
@@ -99,51 +99,6 @@ async def make(rabbit_server: RabbitServer) -> AsyncIterator[MakeAmqp]:
 
     async with connected(build) as factory:
         yield factory
-
-
-# -- a TCP (optionally TLS-terminating) proxy in front of the broker, to cut or refuse ----------
-
-
-class Proxy:
-    def __init__(self, target_port: int, tls: ssl.SSLContext | None = None) -> None:
-        self.target_port = target_port
-        self.tls = tls
-        self.refusing = False
-        self.port = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Proxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.cut()
-        assert self._server is not None
-        self._server.close()
-
-    def cut(self) -> None:
-        """Drop every proxied connection without an AMQP Close (like a network failure)."""
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refusing:
-            writer.transport.abort()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 # -- exact entities ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from aiocelerymon.transports import redis as redis_adapter
 from aiocelerymon.transports.redis import RedisTransport
 from tests.support import brokers
 from tests.support.contract import connected, receive, uid
+from tests.support.proxy import Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -520,56 +521,11 @@ async def _is_state(t: RedisTransport, state: TransportState) -> bool:
     return t.state is state
 
 
-class DelayProxy:
-    """A TCP proxy that can hold client->server bytes back (order kept), to widen races."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.delay = 0.0
-        self.port = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> DelayProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in self._writers:
-            writer.close()
-        await self._server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers += [writer, up_writer]
-        for task in (self._pipe(reader, up_writer, True), self._pipe(up_reader, writer, False)):
-            t = asyncio.ensure_future(task)
-            self._tasks.add(t)
-
-    async def _pipe(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool
-    ) -> None:
-        with contextlib.suppress(OSError):
-            while data := await src.read(65536):
-                if upstream and self.delay:
-                    await asyncio.sleep(self.delay)
-                dst.write(data)
-                await dst.drain()
-        dst.close()
-
-
 async def test_subscribe_returns_once_the_server_confirmed(
     redis_server: brokers.RedisServer, raw5: aioredis.Redis
 ) -> None:
     parts = urlsplit(redis_server.url)
-    async with DelayProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+    async with Proxy(parts.port or 6379, parts.hostname or "127.0.0.1") as proxy:
         t = RedisTransport(f"redis://127.0.0.1:{proxy.port}/0")
         await t.connect()
         try:

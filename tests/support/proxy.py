@@ -1,18 +1,27 @@
 """A TCP proxy in front of a broker, to cut, refuse or delay connections (a network fault).
 
-It generalises the AMQP adapter test's ``Proxy`` (cut, refuse) and the Redis adapter test's
-``DelayProxy`` (hold client->server bytes back, order kept) into one helper for both brokers.
+One helper for both brokers and every test that needs a network fault: the adapter tests
+(cut, refuse, TLS termination, widened races) and the reliability suite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 
 class Proxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+    """Listens on a free loopback port (``.port``) and pipes each connection to the target.
+
+    With ``tls`` it terminates TLS on the listening side (a TLS broker in front of a plain one).
+    """
+
+    def __init__(
+        self, target_port: int, host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.target = (host, target_port)
+        self.tls = tls
         #: New connections are dropped at once (the broker looks down).
         self.refusing = False
         #: Seconds every client->server chunk is held back.
@@ -24,7 +33,7 @@ class Proxy:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Proxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -21,9 +21,9 @@ import redis.asyncio as aioredis
 
 from aiocelerymon import Client, Node, RetryPolicy, create_transport
 from aiocelerymon.events import EventReceiver
-from tests.integration.reliability.proxy import Proxy
 from tests.integration.reliability.servers import RestartableRabbit, restartable_redis
 from tests.integration.reliability.test_redis_hygiene import leftovers
+from tests.support.proxy import Proxy
 
 pytestmark = [pytest.mark.integration]
 

@@ -25,8 +25,8 @@ from aiocelerymon.events import EventReceiver, StreamGap
 from aiocelerymon.transports import TransportBase, TransportState
 from aiocelerymon.wire import names
 from aiocelerymon.wire.event import event, event_message
-from tests.integration.reliability.proxy import Proxy
 from tests.integration.reliability.servers import restartable_redis
+from tests.support.proxy import Proxy
 
 pytestmark = [pytest.mark.integration]
 

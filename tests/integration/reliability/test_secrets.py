@@ -21,9 +21,9 @@ import pytest
 from aiocelerymon import Client, RetryPolicy, create_transport
 from aiocelerymon.exceptions import AuthenticationError
 from aiocelerymon.transports import Binding, Exchange, ExchangeKind, TransportState
-from tests.integration.reliability.proxy import Proxy
 from tests.integration.reliability.servers import RestartableRabbit, restartable_redis
 from tests.integration.reliability.test_faults import until
+from tests.support.proxy import Proxy
 
 pytestmark = [pytest.mark.integration]
 
