@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[all]", *TYPECHECK)
+    session.install("-e", ".[all,testing]", *TYPECHECK)
     session.run("mypy")
 
 
