@@ -80,9 +80,7 @@ def event_from_message(
         if received is None:
             body["clock"] = clock.forward()
         else:
-            # clock.adjust(received), inlined (runs for every event): max(own, other) + 1.
-            own = clock.value
-            clock.value = (received if received > own else own) + 1
+            clock.adjust(received)
     offset, timestamp = body.get("utcoffset"), body.get("timestamp")
     if offset is not None and timestamp is not None:
         # Celery shifts by the timezone difference (celery.utils.time.adjust_timestamp).
@@ -117,6 +115,8 @@ class EventReceiver:
         self.event_count = 0
         #: Messages that could not be decoded (logged and skipped).
         self.malformed = 0
+        #: Events a handler raised on (e.g. State's merge rules refused them; logged, skipped).
+        self.handler_errors = 0
         #: Reconnects of the subscription seen while receiving (events may have been lost).
         self.gaps = 0
         self._generation = 0
@@ -199,21 +199,30 @@ class EventReceiver:
                 for body in events:
                     try:
                         type_, event = event_from_message(body, clock, offset)
-                    except (KeyError, TypeError) as exc:
+                    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                        # e.g. a utcoffset of 10**400 (valid JSON) overflows the shift.
                         self._malformed(exc)
                         continue
-                    self.event_count += 1
-                    count += 1
                     handler = handlers.get(type_) or handlers.get("*")
                     if handler is not None:
-                        outcome = handler(event)
-                        # State.event returns a tuple or None: skip the coroutine check.
-                        if (
-                            outcome is not None
-                            and outcome.__class__ is not tuple
-                            and asyncio.iscoroutine(outcome)
-                        ):
-                            await outcome
+                        try:
+                            outcome = handler(event)
+                            # State.event returns a tuple or None: skip the coroutine check.
+                            if (
+                                outcome is not None
+                                and outcome.__class__ is not tuple
+                                and asyncio.iscoroutine(outcome)
+                            ):
+                                await outcome
+                        except Exception as exc:
+                            # Celery's State raises on events its merge rules cannot take (a
+                            # task event without uuid, an unhashable hostname, a non-numeric
+                            # timestamp), and Celery's receiver dies with it; one bad event
+                            # must not end a monitor's stream.
+                            self._handler_failed(type_, exc)
+                            continue
+                    self.event_count += 1
+                    count += 1
                     yield event
                     if limit is not None and count >= limit:
                         return
@@ -224,6 +233,17 @@ class EventReceiver:
         """Run the handlers until ``limit`` events or the ``timeout`` deadline (or forever)."""
         async for _ in self.itercapture(limit=limit, timeout=timeout, wakeup=wakeup):
             pass
+
+    def _handler_failed(self, type_: str, exc: Exception) -> None:
+        self.handler_errors += 1
+        if self.handler_errors <= 10 or self.handler_errors % 1000 == 0:
+            log.warning(
+                "handler for %.60r failed, event skipped (%d so far): %r",
+                type_,
+                self.handler_errors,
+                exc,
+                exc_info=self.handler_errors <= 3,
+            )
 
     def _malformed(self, exc: BaseException) -> None:
         self.malformed += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,6 +34,8 @@ __all__ = [
 
 JSON = "application/json"
 _PICKLE = "application/x-python-serialize"
+#: What a codec name looks like (every stdlib codec name and alias matches).
+_ENCODING_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 #: Celery's short names for content types (kombu.serialization registry names).
 _ALIASES: dict[str, str] = {
@@ -68,7 +71,9 @@ def loads(data: bytes | str) -> Any:
         # shows result_backend_max_retries=inf); orjson refuses them, stdlib reads them.
         try:
             return json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: orjson stops at 1024 levels of nesting; the stdlib then
+            # recurses until Python's limit (~2 KB of "[[[...").
             raise DecodeError(f"invalid JSON body: {exc}") from exc
 
 
@@ -149,6 +154,10 @@ def decode(
         raise ContentTypeRefusedError(content_type, accept)
     ser = _REGISTRY[content_type]
     if content_encoding and content_encoding not in ("utf-8", "utf8", "binary"):
+        if not _ENCODING_NAME.fullmatch(content_encoding):
+            # Checked before codecs.lookup, whose cache keeps every name it is asked for:
+            # arbitrary names from the wire would grow it without bound.
+            raise DecodeError(f"unsupported content encoding {content_encoding!r:.60}")
         try:
             body = body.decode(codecs.lookup(content_encoding).name).encode("utf-8")
         except (LookupError, ValueError) as exc:

@@ -134,6 +134,38 @@ async def test_malformed_messages_are_counted_and_skipped(client):
     assert recv.malformed == 5
 
 
+async def test_input_that_used_to_end_the_stream_is_counted_and_skipped(client):
+    """Valid JSON that overflows the timestamp shift, nesting deeper than any parser takes,
+    an encoding name that is not one, and events Celery's State refuses (its merge rules
+    raise): each is counted, and the stream goes on."""
+    state = aiocelerymon.State()
+    recv = client.events.receiver(handlers={"*": state.event})
+    task = asyncio.create_task(collect(recv, 1))
+    await recv.ready.wait()
+    ex = names.event_exchange()
+    bad_bodies = [
+        b'{"type": "worker-heartbeat", "hostname": "a@h", "timestamp": 1.0, "utcoffset": 1'
+        + b"0" * 400
+        + b"}",
+        b"[" * 5000 + b"]" * 5000,
+    ]
+    for body in bad_bodies:
+        await client.transport.publish(Message(body), ex, "worker.x")
+    await client.transport.publish(Message(b"{}", content_encoding="x" * 10_000), ex, "worker.x")
+    refused_by_state = [
+        {"type": "task-received", "hostname": "a@h", "timestamp": 1.0},  # no uuid
+        {"type": "worker-online", "hostname": ["not", "hashable"], "timestamp": 1.0},
+    ]
+    for ev in refused_by_state:
+        await client.transport.publish(Message(json.dumps(ev).encode()), ex, "worker.x")
+    d = client.events.dispatcher("w@h")
+    await d.send("worker-heartbeat")
+    [ev] = await task
+    assert ev["type"] == "worker-heartbeat"
+    assert (recv.malformed, recv.handler_errors) == (3, 2)
+    assert list(state.workers) == ["w@h"]
+
+
 async def test_reconnect_is_reported_as_a_gap(client):
     recv = client.events.receiver()
     out: list[Any] = []
