@@ -460,6 +460,9 @@ _MERGE_KIND: dict[str, int] = {
 #: the same order, so a handful of plans serve a whole stream; the cap bounds odd streams.
 _MERGE_PLANS: dict[tuple[Any, ...], Callable[[Any, Mapping[str, Any]], None]] = {}
 _MERGE_PLANS_MAX = 512
+#: Key sets larger than this, or with longer keys, are not compiled (Celery's events have ~15).
+_MERGE_PLAN_KEYS = 64
+_MERGE_PLAN_KEY_LEN = 64
 
 #: One statement per kind; ``{k}`` is the key's repr, ``{a}`` the attribute name.
 _MERGE_CODE = {
@@ -481,15 +484,23 @@ def _merge_plan(keys: tuple[Any, ...]) -> Callable[[Any, Mapping[str, Any]], Non
     The generated function does what ``_merge_slow`` does, key by key in the same order,
     without the per-key dispatch: this is the hottest code of the event path.
     """
-    if len(_MERGE_PLANS) >= _MERGE_PLANS_MAX or not all(k.__class__ is str for k in keys):
+    if (
+        len(_MERGE_PLANS) >= _MERGE_PLANS_MAX
+        or len(keys) > _MERGE_PLAN_KEYS
+        or not all(k.__class__ is str and len(k) <= _MERGE_PLAN_KEY_LEN for k in keys)
+    ):
+        # Odd key sets (custom events with many or long keys) would cost compile time and
+        # memory for good; the key-by-key merge serves them.
         return Task._merge_slow
     lines = ["def merge(self, f):"]
+    has_dict = False
     for key in keys:
         kind = _MERGE_KIND.get(key)
         if kind is None:
-            if "    d = self.__dict__" not in lines:
+            if not has_dict:
                 # Only now: reading __dict__ creates it, and most tasks need none.
                 lines.append("    d = self.__dict__")
+                has_dict = True
             lines.append(f"    d[{key!r}] = f[{key!r}]")
         else:  # slot names are identifiers
             lines.append(_MERGE_CODE[kind].format(a=key, k=repr(key)))
@@ -499,21 +510,10 @@ def _merge_plan(keys: tuple[Any, ...]) -> Callable[[Any, Mapping[str, Any]], Non
         "_ints": _numbers[int],
     }
     # Safe with any input: event keys only ever appear as repr() string literals.
-    exec("\n".join(lines), namespace)
+    exec(compile("\n".join(lines), "<aiocelerymon merge plan>", "exec"), namespace)
     merge: Callable[[Any, Mapping[str, Any]], None] = namespace["merge"]
     _MERGE_PLANS[keys] = merge
     return merge
-
-
-#: ``"task-succeeded"`` -> ``("task", "succeeded")``, for the few types a cluster sends.
-_TYPE_SPLIT: dict[Any, tuple[str, str]] = {}
-
-
-def _split_type(type_: Any) -> tuple[str, str]:
-    group, _, subject = type_.partition("-")
-    if len(_TYPE_SPLIT) < 1024 and type_.__class__ is str:
-        _TYPE_SPLIT[type_] = (group, subject)
-    return group, subject
 
 
 # Shared copies of pid / utcoffset values, which repeat in every event of a worker.
@@ -827,11 +827,7 @@ class Task:
             # Celery: fields.update(state=..., timestamp=...); same keys, same order.
             fields["state"] = state
             fields["timestamp"] = timestamp
-        keys = tuple(fields)
-        merge = _MERGE_PLANS.get(keys)
-        if merge is None:
-            merge = _merge_plan(keys)
-        merge(self, fields)
+        self._merge(fields)
 
     @property
     def children(self) -> TaskSet:
@@ -1204,11 +1200,7 @@ class State:
         callback = self.event_callback
         if callback:
             callback(self, event)
-        type_ = event["type"]
-        split = _TYPE_SPLIT.get(type_)
-        if split is None:
-            split = _split_type(type_)
-        group, subject = split
+        group, _, subject = event["type"].partition("-")
         handlers = self.handlers
         if handlers and group in handlers:
             return handlers[group](subject, event), subject
@@ -1274,10 +1266,7 @@ class State:
                 worker.event(None, local_received, timestamp)
             origin = worker.id
 
-        key = task.uuid  # self._task_key(task), inlined: this runs for every task event
-        if key.__class__ is not str or len(key) < 2:
-            key = weakref.ref(task)
-        self._heap.push(clock, timestamp, origin, key)
+        self._heap.push(clock, timestamp, origin, self._task_key(task))
 
         if subject == "received":
             self.task_count += 1

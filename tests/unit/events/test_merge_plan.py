@@ -49,3 +49,18 @@ def test_plans_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         task._merge({f"k{i}": i})
     assert len(state_mod._MERGE_PLANS) == 3
     assert task.__dict__["k9"] == 9
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [tuple(f"k{i}" for i in range(100)), ("x" * 1000,)],
+    ids=["many keys", "long key"],
+)
+def test_odd_key_sets_are_not_compiled(keys: tuple[str, ...]) -> None:
+    """A custom event with many or long keys would cost compile time and memory for good."""
+    before = dict(state_mod._MERGE_PLANS)
+    assert state_mod._merge_plan(keys) is Task._merge_slow
+    assert before == state_mod._MERGE_PLANS
+    task = Task(UUID)
+    task._merge(dict.fromkeys(keys, 1))
+    assert all(task.__dict__[k] == 1 for k in keys)
