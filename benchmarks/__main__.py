@@ -115,6 +115,9 @@ def main() -> None:
         f"({time.monotonic() - started:.0f} s{', --quick' if args.quick else ''}"
         f"{', --no-brokers' if args.no_brokers else ''})"
     )
+    if args.quick:  # a smoke run: print, never overwrite the published results
+        print(_table(rows))
+        return
     print(_write_docs(rows, machine, load))
     if args.json:
         args.json.write_text(
@@ -122,8 +125,8 @@ def main() -> None:
         )
 
 
-def _write_docs(rows: list[dict[str, Any]], machine: str, load: str) -> str:
-    """Rewrite docs/benchmarks.md; returns the results table."""
+def _table(rows: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table."""
     header = (
         "| benchmark | aiocelerymon | Celery/kombu | ratio | target |\n|---|---:|---:|---:|---|"
     )
@@ -134,13 +137,19 @@ def _write_docs(rows: list[dict[str, Any]], machine: str, load: str) -> str:
             f"| {r['name']}{note} | {r['ours']:,.0f} {r['unit']} | {r['theirs']:,.0f} {r['unit']} "
             f"| {r['ratio']:.1f}x | {r['target']} |"
         )
-    table = "\n".join([header, *lines])
+    return "\n".join([header, *lines])
+
+
+def _write_docs(rows: list[dict[str, Any]], machine: str, load: str) -> str:
+    """Rewrite docs/benchmarks.md; returns the results table."""
+    table = _table(rows)
     analysis = ANALYSIS.read_text() if ANALYSIS.exists() else ""
     RESULTS.write_text(
         "# Benchmarks\n\n"
-        "Run with `nox -s bench` (`python -m benchmarks [--quick] [--no-brokers]`); it rewrites\n"
-        "this file and `docs/benchmarks.json`. Each row runs our code and Celery's on the same\n"
-        "input in the same run. These are measurements, never test assertions.\n\n"
+        "Run with `nox -s bench` (`python -m benchmarks [--no-brokers]`); it rewrites this file\n"
+        "and `docs/benchmarks.json` (`--quick` only prints). Each row runs our code and\n"
+        "Celery's on the same input in the same run. These are measurements, never test\n"
+        "assertions.\n\n"
         f"## Results\n\nMachine: {machine}; {load}.\n\n{table}\n\n{METHOD}\n{analysis}"
     )
     return table
@@ -171,10 +180,13 @@ METHOD = """## Method
   task-sent on, one event per message. RabbitMQ: a durable non-exclusive `celeryev.<node>`
   queue bound by `#` (as Celery declares it with `event_queue_durable=True`,
   `event_queue_exclusive=False`, no TTL/expiry), pre-filled by kombu with the whole stream,
-  then drained; each side drains its own identical queue. Redis: once the consumer's
-  PSUBSCRIBE is live (`PUBSUB NUMPAT`), a separate process publishes the stream at full speed
-  (redis-py, pipelines of 64). Pub/sub drops what a subscriber cannot take: a row says when a
-  side got fewer events than were sent, or was disconnected.
+  then drained; each side drains its own queue holding the same stream (same task ids;
+  timestamps taken when it is filled, as Celery's State warns about drift over 16 s). Redis:
+  once the consumer's PSUBSCRIBE is live (`PUBSUB NUMPAT`), a separate process publishes the
+  stream at full speed (all commands packed first, sent in large writes); the server's pub/sub
+  output-buffer limit is lifted for these rows and put back afterwards. Pub/sub drops what a
+  subscriber cannot take: a row says when a side got fewer events than were sent, or was
+  disconnected.
 * **ping latency**: two real workers per broker; ours knows the workers (`expected=`) and
   returns when both answered, Celery's `app.control.ping(timeout=1.0)` always waits its
   timeout. Plus concurrent `inspect().ping()` calls/s on one client.

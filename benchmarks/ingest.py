@@ -1,7 +1,8 @@
 """End-to-end event ingestion (broker -> decode -> State): ours vs Celery's Receiver + State.
 
-Both sides get the same bytes: envelopes built with our wire encoders (byte-for-byte what Celery
-workers send, see the golden tests), two streams:
+Both sides get the same stream (``benchmarks/streams.py``: the same task ids and fields; the
+timestamps are taken when each side's copy is built), as envelopes built with our wire encoders
+(byte-for-byte what Celery workers send, see the golden tests). Two streams:
 
 * **batched**: worker task events (received/started/succeeded) from 4 workers in ``task.multi``
   lists of 24, no ``task-sent``: a loaded cluster.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -41,8 +43,8 @@ from typing import Any
 from aiocelerymon.wire.entities import Message
 from aiocelerymon.wire.event import event, event_message
 from aiocelerymon.wire.kombu_redis import encode_envelope
+from benchmarks.streams import WORKERS, task_events
 
-WORKERS = 4
 BATCH = 24
 END_HOST = "bench@end"
 #: Seconds without an event after which a consumer gives up waiting for the end marker.
@@ -53,41 +55,12 @@ MAX_TASKS = 100_000
 # -- the streams ------------------------------------------------------------------------------
 
 
-def _task_events(tasks: int, sent: bool) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(routing_key, event)`` for each task, worker by worker, in the order workers send."""
-    now = time.time()
-    clock = 0
-    for i in range(tasks):
-        task_id = str(uuid.uuid4())
-        host = f"celery@worker{i % WORKERS}"
-        pid = 1000 + i % WORKERS
-        kinds: list[tuple[str, str, dict[str, Any]]] = []
-        if sent:
-            kinds.append(("task-sent", "client@bench", {
-                "uuid": task_id, "root_id": task_id, "parent_id": None, "name": "proj.tasks.add",
-                "args": "(2, 2)", "kwargs": "{}", "retries": 0, "eta": None, "expires": None,
-                "queue": "celery", "exchange": "", "routing_key": "celery"}))  # fmt: skip
-        kinds += [
-            ("task-received", host, {
-                "uuid": task_id, "name": "proj.tasks.add", "args": "(2, 2)", "kwargs": "{}",
-                "root_id": task_id, "parent_id": None, "retries": 0, "eta": None,
-                "expires": None}),
-            ("task-started", host, {"uuid": task_id}),
-            ("task-succeeded", host, {"uuid": task_id, "result": "4", "runtime": 0.0012}),
-        ]  # fmt: skip
-        for type_, hostname, fields in kinds:
-            clock += 1
-            rk = type_.replace("-", ".")
-            yield rk, event(type_, hostname=hostname, clock=clock, pid=pid,
-                            timestamp=now + clock * 1e-5, **fields)  # fmt: skip
-
-
 def stream(kind: str, tasks: int) -> list[tuple[str, Message]]:
     """``(routing_key, message)`` pairs of one stream, ending with the end marker."""
     out: list[tuple[str, Message]] = []
     if kind == "batched":
         pending: dict[str, list[dict[str, Any]]] = {}
-        for _, ev in _task_events(tasks, sent=False):
+        for _, ev in task_events(tasks, sent=False):
             batch = pending.setdefault(ev["hostname"], [])
             batch.append(ev)
             if len(batch) == BATCH:
@@ -97,7 +70,7 @@ def stream(kind: str, tasks: int) -> list[tuple[str, Message]]:
             if batch:
                 out.append(("task.multi", event_message(batch, host)))
     elif kind == "singles":
-        for rk, ev in _task_events(tasks, sent=True):
+        for rk, ev in task_events(tasks, sent=True):
             out.append((rk, event_message(ev, ev["hostname"])))
     else:
         raise ValueError(kind)
@@ -106,8 +79,13 @@ def stream(kind: str, tasks: int) -> list[tuple[str, Message]]:
     return out
 
 
-def _event_count(messages: list[tuple[str, Message]]) -> int:
-    return sum(m.body.count(b'"type":') for _, m in messages)
+def _shape(kind: str, tasks: int) -> tuple[int, int]:
+    """``(events, messages)`` of :func:`stream`, without building it (end marker included)."""
+    if kind == "singles":
+        events = tasks * 4
+        return events + 1, events + 1
+    per_worker = [len(range(w, tasks, WORKERS)) * 3 for w in range(WORKERS)]
+    return tasks * 3 + 1, sum(-(-n // BATCH) for n in per_worker) + 1
 
 
 # -- consumers (each in its own subprocess) ---------------------------------------------------
@@ -345,8 +323,10 @@ def _numpat(url: str) -> int:
         client.close()
 
 
-def _unlimited_pubsub_buffer(url: str) -> None:
-    """Let Redis buffer whatever a subscriber has not read yet (default: drop it past 32 MB).
+@contextlib.contextmanager
+def _unlimited_pubsub_buffer(url: str) -> Iterator[None]:
+    """Let Redis buffer whatever a subscriber has not read yet (default: drop it past 32 MB),
+    and put the server's setting back afterwards (the ping rows run on the same server).
 
     A full-speed publisher of 24-event batches (~13 KB each) outruns any Python consumer, and
     with the default ``client-output-buffer-limit`` Redis then disconnects both sides within
@@ -356,8 +336,12 @@ def _unlimited_pubsub_buffer(url: str) -> None:
 
     client = redis.Redis.from_url(url)
     try:
+        before = client.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
         client.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+        yield
     finally:
+        with contextlib.suppress(NameError):
+            client.config_set("client-output-buffer-limit", before)
         client.close()
 
 
@@ -431,20 +415,28 @@ def run(
 ) -> list[dict[str, Any]]:
     """Rows for the brokers given (URLs of running servers)."""
     rows: list[dict[str, Any]] = []
-    if redis_url:
-        _unlimited_pubsub_buffer(redis_url)
-    for kind, tasks in sizes(quick).items():
-        messages = stream(kind, tasks)
-        sent = _event_count(messages)
-        label = f"{kind}, {sent:,} events in {len(messages):,} messages"
+    with contextlib.ExitStack() as stack:
         if redis_url:
-            ours = _run_redis(redis_url, "ours", kind, tasks)
-            theirs = _run_redis(redis_url, "celery", kind, tasks)
-            rows += _row(f"Redis {label}", sent, ours, theirs)
-        if amqp_url:
-            ours = _run_amqp(amqp_url, "ours", kind, tasks)
-            theirs = _run_amqp(amqp_url, "celery", kind, tasks)
-            rows += _row(f"RabbitMQ {label}", sent, ours, theirs)
+            stack.enter_context(_unlimited_pubsub_buffer(redis_url))
+        for kind, tasks in sizes(quick).items():
+            rows += _kind_rows(kind, tasks, redis_url, amqp_url)
+    return rows
+
+
+def _kind_rows(
+    kind: str, tasks: int, redis_url: str | None, amqp_url: str | None
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    sent, messages = _shape(kind, tasks)
+    label = f"{kind}, {sent:,} events in {messages:,} messages"
+    if redis_url:
+        ours = _run_redis(redis_url, "ours", kind, tasks)
+        theirs = _run_redis(redis_url, "celery", kind, tasks)
+        rows += _row(f"Redis {label}", sent, ours, theirs)
+    if amqp_url:
+        ours = _run_amqp(amqp_url, "ours", kind, tasks)
+        theirs = _run_amqp(amqp_url, "celery", kind, tasks)
+        rows += _row(f"RabbitMQ {label}", sent, ours, theirs)
     return rows
 
 

@@ -5,35 +5,10 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-WORKERS = 4
-
-
-def stream(tasks: int) -> list[dict[str, Any]]:
-    """received/started/succeeded per task, from WORKERS workers, as a receiver hands them on."""
-    events: list[dict[str, Any]] = []
-    now = time.time()
-    clock = 0
-    for i in range(tasks):
-        task_id = str(uuid.uuid4())
-        host = f"celery@worker{i % WORKERS}"
-        for type_, extra in (
-            ("task-received", {"name": "proj.tasks.add", "args": "(2, 2)", "kwargs": "{}",
-                               "root_id": task_id, "parent_id": None, "retries": 0,
-                               "eta": None, "expires": None}),
-            ("task-started", {}),
-            ("task-succeeded", {"result": "4", "runtime": 0.0012}),
-        ):  # fmt: skip
-            clock += 1
-            events.append(
-                {"hostname": host, "utcoffset": 0, "pid": 1000 + i % WORKERS, "clock": clock,
-                 "uuid": task_id, **extra, "timestamp": now + clock * 1e-4, "type": type_,
-                 "local_received": now + clock * 1e-4}
-            )  # fmt: skip
-    return events
+from benchmarks.streams import received
 
 
 def _rate(make: Callable[[], Any], events: list[dict[str, Any]]) -> float:
@@ -78,13 +53,15 @@ def run(*, quick: bool = False) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     tasks = 10_000 if quick else 66_667
-    events = stream(tasks)
+    events = received(tasks, sent=False)
+    ours_at: dict[int, float] = {}
     for limit in (10_000, 100_000):
+        ours_at[limit] = _rate(lambda lim=limit: State(max_tasks_in_memory=lim), events)
         rows.append(
             {
                 "name": f"State, {len(events):,} task events, max_tasks {limit:,}",
                 "unit": "events/s",
-                "ours": _rate(lambda lim=limit: State(max_tasks_in_memory=lim), events),
+                "ours": ours_at[limit],
                 "theirs": _rate(lambda lim=limit: CeleryState(max_tasks_in_memory=lim), events),
             }
         )
@@ -98,17 +75,12 @@ def run(*, quick: bool = False) -> list[dict[str, Any]]:
                 "name": f"Flower's EventsState (theirs), {len(events):,} task events, "
                 "max_tasks 100,000",
                 "unit": "events/s",
-                "ours": rows[-1]["ours"],
+                "ours": ours_at[100_000],
                 "theirs": _rate(lambda: EventsState(max_tasks_in_memory=100_000), events),
             }
         )
     # The singles stream of benchmarks/ingest.py (task-sent on), as the receiver hands it on.
-    from benchmarks.ingest import _task_events
-
-    singles = [
-        {**ev, "local_received": ev["timestamp"]}
-        for _, ev in _task_events(tasks * 3 // 4, sent=True)
-    ]
+    singles = received(tasks * 3 // 4, sent=True)
     rows.append(
         {
             "name": f"State, {len(singles):,} events with task-sent, max_tasks 100,000",
@@ -118,7 +90,7 @@ def run(*, quick: bool = False) -> list[dict[str, Any]]:
         }
     )
     retained = 5_000 if quick else 20_000
-    small = stream(retained)
+    small = received(retained, sent=False)
     ours = _bytes_per_task(lambda: State(max_tasks_in_memory=retained), small, retained)
     theirs = _bytes_per_task(lambda: CeleryState(max_tasks_in_memory=retained), small, retained)
     # Lower is better here: the ratio column shows how many times less memory we use.
@@ -127,7 +99,7 @@ def run(*, quick: bool = False) -> list[dict[str, Any]]:
          "ours": ours, "theirs": theirs, "ratio": theirs / ours}
     )  # fmt: skip
     # Steady state: twice as many tasks as max_tasks, so the LRU is full and evicting.
-    double = stream(2 * retained)
+    double = received(2 * retained, sent=False)
     ours = _bytes_per_task(lambda: State(max_tasks_in_memory=retained), double, retained)
     theirs = _bytes_per_task(lambda: CeleryState(max_tasks_in_memory=retained), double, retained)
     rows.append(
