@@ -57,7 +57,7 @@ from aiocelerymon.control.commands import (
     commands_of_kind,
     parse_cli_arguments,
 )
-from aiocelerymon.events import Camera, Dumper, State
+from aiocelerymon.events import Camera, Dumper, State, snapshot
 from aiocelerymon.exceptions import (
     AiocelerymonError,
     ConnectError,
@@ -552,11 +552,12 @@ def _events_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> Invoc
     )
 
 
-def load_camera(path: str) -> type[Camera]:
-    """Import a camera class from ``module.Class`` or ``module:Class``.
+def load_camera(path: str) -> Callable[..., Camera]:
+    """Import a camera class from ``module.Class`` or ``module:Class``: a Camera subclass or
+    one of Celery's (``celery.events.snapshot.Polaroid``), which runs through an adapter.
 
     Raises:
-        UsageError: it cannot be imported or is not a Camera.
+        UsageError: it cannot be imported or is not a camera.
     """
     module_name, sep, attr = path.partition(":")
     if not sep:
@@ -565,9 +566,13 @@ def load_camera(path: str) -> type[Camera]:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise UsageError(f"Cannot load camera {path!r}: {exc}.") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Camera)):
-        raise UsageError(f"{path!r} is not an aiocelerymon.events.Camera subclass.")
-    return cls
+    factory = snapshot.camera_factory(cls)
+    if factory is None:
+        raise UsageError(
+            f"{path!r} is not an aiocelerymon.events.Camera subclass"
+            " (nor a celery.events.snapshot.Polaroid one)."
+        )
+    return factory
 
 
 #: Celery exits 2 when curses is missing (a click UsageError); so do we without textual.
@@ -608,6 +613,7 @@ async def _run_events(client: Client, invocation: Invocation, out: Output) -> in
         receiver.handlers["*"] = state.event
         cls = load_camera(invocation.camera)
         camera = cls(state, freq=invocation.frequency, maxrate=invocation.maxrate)
+        out.echo(snapshot.evcam_banner(invocation.camera, invocation.frequency))
         await camera.start()
     else:
         out.echo("-> evdump: starting capture...")

@@ -18,7 +18,7 @@ from tests.unit.events.test_state import received, task_ev, worker_ev
 from tests.unit.events.test_state_differential import Pair, compare_states
 from tests.unit.events.test_state_differential import _pinned_now as _pinned_now
 
-# -- item 1: nothing to merge ------------------------------------------------------------------
+# -- item 1: nothing to merge --
 
 
 def test_a_late_event_with_nothing_to_merge_keeps_the_state() -> None:
@@ -153,7 +153,7 @@ def test_a_failing_node_join_callback_keeps_no_worker() -> None:
     assert snapshot(state) == before
 
 
-# -- item 8: the heap is sized at the first event ------------------------------------------------
+# -- item 8: the heap is sized at the first event --
 
 
 @pytest.mark.parametrize(("attr", "value"), [("heap_multiplier", 1), ("max_tasks_in_memory", 3)])
