@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiocelerymon.control import Node
 from aiocelerymon.events import EventDispatcher
-from aiocelerymon.events.snapshot import parse_rate
+from aiocelerymon.wire.rate import parse_rate
 
 if TYPE_CHECKING:
     from aiocelerymon.client import Client

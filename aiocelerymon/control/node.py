@@ -39,6 +39,7 @@ from aiocelerymon.exceptions import (
 from aiocelerymon.wire import codec, names
 from aiocelerymon.wire.entities import Exchange, ExchangeKind
 from aiocelerymon.wire.pidbox import destination_matches, reply_message
+from aiocelerymon.wire.rate import parse_rate
 
 if TYPE_CHECKING:
     from aiocelerymon.control._mailbox import ControlSettings, Mailbox
@@ -151,21 +152,6 @@ def queue_info(
     }
     info.update((k, v) for k, v in options.items() if k in info)
     return info
-
-
-def _parse_rate(rate: Any) -> float:
-    """Celery's ``celery.utils.time.rate``: ``"10/m"`` to per second; ValueError if invalid."""
-    if not rate:
-        return 0.0
-    if isinstance(rate, (int, float)):
-        return float(rate)
-    if not isinstance(rate, str):
-        raise ValueError(f"not a rate: {rate!r}")
-    count, _, unit = rate.partition("/")
-    per = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(unit[:1] or "s")
-    if per is None:
-        raise ValueError(f"unknown rate unit {unit!r}")
-    return float(count) / per
 
 
 def _public_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -936,9 +922,9 @@ class Node:
 
     async def _rate_limit(self, task_name: Any, rate_limit: Any, **kwargs: Any) -> Any:
         try:
-            _parse_rate(rate_limit)
-        except ValueError as exc:
-            return {"error": f"Invalid rate limit string: {exc!r}"}
+            parse_rate(rate_limit)
+        except ValueError as exc:  # Celery's reply names a ValueError
+            return {"error": f"Invalid rate limit string: {ValueError(str(exc))!r}"}
         if not await self._known_task(task_name):
             log.error("node %s: rate limit attempt for unknown task %s", self.nodename, task_name)
             return {"error": "unknown task"}

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-from aiocelerymon.exceptions import ConfigurationError
+from aiocelerymon.wire.rate import parse_rate
 
 __all__ = [
     "Camera",
@@ -35,21 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("aiocelerymon.events")
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(rate: str | float | None) -> float:
-    """Celery's rate strings (``"10/m"``) to events per second; 0 means unlimited."""
-    if not rate:
-        return 0.0
-    if isinstance(rate, (int, float)):
-        return float(rate)
-    count, _, unit = rate.partition("/")
-    try:
-        return float(count) / _UNITS[unit or "s"]
-    except (KeyError, ValueError):
-        raise ConfigurationError(f"invalid rate {rate!r}: expected N, N/s, N/m or N/h") from None
 
 
 class TokenBucket:
