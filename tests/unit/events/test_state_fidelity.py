@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from celery.events import state as celery_state
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiocelerymon.events import state as state_mod
 from aiocelerymon.events.state import State, Task
@@ -47,6 +49,28 @@ def test_a_plan_for_any_string_keys_stores_them() -> None:
     state_mod._merge_plan(keys)(task, fields)
     assert task.name == "t" and task.root_id == "u1" and task.pid == 8
     assert all(task.__dict__[key] == fields[key] for key in ("x-y", "", "'quote\"", "\\back"))
+
+
+_SLOT_KEYS = sorted(state_mod._MERGE_KIND)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    st.lists(
+        st.sampled_from(_SLOT_KEYS) | st.text(max_size=70),
+        unique=True,
+        max_size=12,
+    ),
+    st.sampled_from(["u1", "other", 7, None]),
+)
+def test_every_key_tuple_compiles_and_merges_as_the_slow_path(keys: list[str], value: Any) -> None:
+    fields = dict.fromkeys(keys, value)
+    compiled, slow = Task("u1"), Task("u1")
+    state_mod._merge_plan(tuple(keys))(compiled, fields)
+    Task._merge_slow(slow, fields)
+    for key in keys:
+        assert getattr(compiled, key, "unset") == getattr(slow, key, "unset"), key
+    assert compiled.uuid == slow.uuid and vars(compiled) == vars(slow)
 
 
 def test_late_received_with_nothing_mergeable_behaves_as_celery() -> None:
