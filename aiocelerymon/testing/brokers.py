@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from aiocelerymon.testing import _cleanup
+
 REDIS_URL_ENV = "AIOCELERYMON_REDIS_URL"
 AMQP_URL_ENV = "AIOCELERYMON_AMQP_URL"
 REQUIRE_ENV = "AIOCELERYMON_REQUIRE_BROKERS"
@@ -413,48 +415,55 @@ def _redis_ping(port: int) -> bool:
 
 @contextlib.contextmanager
 def _local_redis(executable: str) -> Iterator[RedisServer]:
+    _cleanup.install_sigterm_handler()
     workdir = Path(tempfile.mkdtemp(prefix="aiocelerymon-redis-"))
     log = workdir / "redis.log"
     try:
-        # A port picked by free_port() can be taken before redis binds it; try a few.
-        for _attempt in range(3):
-            port = free_port()
-            argv = [
-                executable,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--databases", str(REDIS_DATABASES),
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--dir", str(workdir),
-                "--logfile", str(log),
-            ]  # fmt: skip
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + REDIS_START_TIMEOUT
-            while proc.poll() is None and time.monotonic() < deadline:
-                if _redis_ping(port):
-                    break
-                time.sleep(0.05)
-            else:
-                stop_process_group(proc)
-                continue
-            try:
+        with _cleanup.owned_dir(workdir):
+            yield from _run_redis(executable, workdir, log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_redis(executable: str, workdir: Path, log: Path) -> Iterator[RedisServer]:
+    # A port picked by free_port() can be taken before redis binds it; try a few.
+    for _attempt in range(3):
+        port = free_port()
+        argv = [
+            executable,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--databases", str(REDIS_DATABASES),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--dir", str(workdir),
+            "--logfile", str(log),
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _redis_ping(port):
+                break
+            time.sleep(0.05)
+        else:
+            stop_process_group(proc)
+            continue
+        try:
+            with _cleanup.owned_process(proc):
                 yield RedisServer(
                     url=f"redis://127.0.0.1:{port}/0", owned=True, databases=REDIS_DATABASES
                 )
-            finally:
-                stop_process_group(proc)
-            return
-        unavailable(f"redis-server did not start: {_tail(log)}\n({INSTALL_HINT})")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            stop_process_group(proc)
+        return
+    unavailable(f"redis-server did not start: {_tail(log)}\n({INSTALL_HINT})")
 
 
 @contextlib.contextmanager
@@ -542,6 +551,7 @@ def _local_ctl(bin_dir: Path, node: str, home: Path) -> Callable[[Sequence[str]]
 
 @contextlib.contextmanager
 def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
+    _cleanup.install_sigterm_handler()
     workdir = Path(tempfile.mkdtemp(prefix="aiocelerymon-rabbit-"))
     node = f"aiocm-{uuid.uuid4().hex[:10]}@localhost"
     # A fixed cookie written before start: otherwise the server and the first rabbitmqctl
@@ -569,7 +579,9 @@ def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
     }
     out = workdir / "server.out"
     ctl = _local_ctl(bin_dir, node, workdir)
+    owned = contextlib.ExitStack()
     try:
+        owned.enter_context(_cleanup.owned_dir(workdir))
         with out.open("wb") as out_file:
             proc = subprocess.Popen(
                 [str(bin_dir / "rabbitmq-server")],
@@ -581,6 +593,7 @@ def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
                 # Own process group: the script, beam.smp and its helpers are stopped together.
                 start_new_session=True,
             )
+        owned.enter_context(_cleanup.owned_process(proc))
         try:
             _await_rabbit(proc, ctl, RABBIT_START_TIMEOUT)
         except RuntimeError as exc:
@@ -598,6 +611,7 @@ def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
             stop_process_group(proc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        owned.close()
 
 
 def _await_rabbit(

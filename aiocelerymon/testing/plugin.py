@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import pytest
 
 from aiocelerymon.client import Client
-from aiocelerymon.testing import brokers
+from aiocelerymon.testing import _cleanup, brokers
 from aiocelerymon.testing.helpers import DEFAULT_TIMEOUT, wait_for_workers
 from aiocelerymon.testing.worker import CELERY_ENV, CeleryWorker, start_celery_worker
 from aiocelerymon.wire import names
@@ -39,6 +39,11 @@ _FIXTURE_MARKERS = {
 }
 _BROKER_MARKERS = {"redis": ("integration", "redis"), "rabbitmq": ("integration", "amqp")}
 _WORKERS = pytest.StashKey[list[CeleryWorker]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On SIGTERM (a CI timeout or cancel) stop the servers and workers we started first."""
+    _cleanup.install_sigterm_handler()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

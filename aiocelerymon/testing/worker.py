@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from aiocelerymon.testing import worker_app
+from aiocelerymon.testing import _cleanup, worker_app
 
 STOP_TIMEOUT = 20.0
 
@@ -145,8 +145,9 @@ def start_celery_worker(
     )
     reader.start()
     try:
-        _await_ready(worker, timeout)
-        yield worker
+        with _cleanup.owned_process(proc):
+            _await_ready(worker, timeout)
+            yield worker
     except Exception as exc:
         if not isinstance(exc, CeleryWorkerError):
             # Python 3.11: pytest prints notes, so a failing test shows what the worker said.
