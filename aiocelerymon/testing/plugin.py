@@ -16,15 +16,21 @@ import importlib.util
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from aiocelerymon.client import Client
+# Only the light modules here (standard library and pytest underneath): pytest loads this
+# plugin in every run where aiocelerymon is installed, so the client, protocol and drivers are
+# imported by the fixtures that use them.
 from aiocelerymon.testing import _cleanup, brokers
-from aiocelerymon.testing.helpers import DEFAULT_TIMEOUT, wait_for_workers
 from aiocelerymon.testing.worker import CELERY_ENV, CeleryWorker, start_celery_worker
-from aiocelerymon.wire import names
+
+if TYPE_CHECKING:
+    from aiocelerymon.client import Client
+
+#: Celery's ``control_exchange`` default (aiocelerymon.wire.names.CONTROL_EXCHANGE).
+_CONTROL_EXCHANGE = "celery"
 
 #: Tests that use these fixtures get the markers (when registered: --strict-markers rejects
 #: the others), so ``-m "not amqp"`` deselects them without every test repeating the marks.
@@ -148,6 +154,8 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
         aiocelerymon_broker: brokers.BrokerNamespace,
     ) -> AsyncIterator[Client]:
         """An :class:`aiocelerymon.Client` connected to this test's namespace."""
+        from aiocelerymon.client import Client
+
         async with Client(aiocelerymon_broker.url, **aiocelerymon_broker.client_options()) as c:
             yield c
 
@@ -175,7 +183,7 @@ class StartWorker(Protocol):
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        control_exchange: str = names.CONTROL_EXCHANGE,
+        control_exchange: str = _CONTROL_EXCHANGE,
         timeout: float = 60.0,
         config: Mapping[str, Any] | None = None,
     ) -> Awaitable[CeleryWorker]: ...
@@ -212,7 +220,7 @@ def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorke
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        control_exchange: str = names.CONTROL_EXCHANGE,
+        control_exchange: str = _CONTROL_EXCHANGE,
         timeout: float = 60.0,
         config: Mapping[str, Any] | None = None,
     ) -> CeleryWorker:
@@ -253,6 +261,9 @@ def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorke
         options = namespace.client_options()
         if settings.get("broker_transport_options"):
             options["broker_transport_options"] = settings["broker_transport_options"]
+        from aiocelerymon.client import Client
+        from aiocelerymon.testing.helpers import DEFAULT_TIMEOUT, wait_for_workers
+
         async with Client(namespace.url, control_exchange=control_exchange, **options) as client:
             await wait_for_workers(
                 client, [name], timeout=max(deadline - loop.time(), DEFAULT_TIMEOUT / 10)
