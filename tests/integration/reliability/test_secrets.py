@@ -94,8 +94,9 @@ async def test_no_password_in_logs_reprs_or_errors(
                 # generation counts a restore as it begins; CONNECTED says it finished (on a
                 # busy machine a declare can time out and the restore run again).
                 await until(
-                    lambda: sub.generation >= 1
-                    and client.transport.state is TransportState.CONNECTED,
+                    lambda: (
+                        sub.generation >= 1 and client.transport.state is TransportState.CONNECTED
+                    ),
                     "the restore",
                 )
                 texts: list[Any] = [client, client.transport, sub, client.transport.url]
