@@ -165,5 +165,7 @@ class SharedClusters:
         return url, started
 
     def close(self) -> None:
-        """Stop every worker, then release the namespaces."""
-        self._stack.close()
+        """Stop every worker, then release the namespaces (a later ``get`` starts anew)."""
+        self._clusters = {}
+        stack, self._stack = self._stack, contextlib.ExitStack()
+        stack.close()
