@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -35,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from aiocelerymon.testing import _cleanup
 
 REDIS_URL_ENV = "AIOCELERYMON_REDIS_URL"
 AMQP_URL_ENV = "AIOCELERYMON_AMQP_URL"
@@ -57,6 +60,8 @@ REDIS_START_TIMEOUT = 15.0
 RABBIT_ERL_ARGS = "+sbwt none +sbwtdcpu none +sbwtdio none"
 RABBIT_START_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
+#: Vhosts RabbitServer.namespace() creates at once (one rabbitmqctl call).
+VHOST_BATCH = 8
 #: Databases of the Redis servers we start: 0-15 stay free for tests that pick one themselves,
 #: the rest are handed out as namespaces.
 REDIS_DATABASES = 64
@@ -149,7 +154,12 @@ class RedisServer:
         return BrokerNamespace("redis", self.url_for(db))
 
     def release(self, namespace: BrokerNamespace) -> None:
-        """Done with ``namespace``: nothing to do (a database is flushed when handed out)."""
+        """Done with ``namespace``: delete its keys if it is a key prefix (idempotent).
+
+        A database of our own is flushed when handed out; a prefix lives in someone else's
+        database, which must be left as we found it.
+        """
+        clear_key_prefix(namespace)
 
 
 @dataclass
@@ -162,6 +172,10 @@ class RabbitServer:
     # Runs `rabbitmqctl <args>` against this server (local binary or `docker exec`); None when the
     # server is external and we have no admin access to it.
     _ctl: Callable[[Sequence[str]], str] | None = field(default=None, repr=False, compare=False)
+    # Vhosts made ahead by one `rabbitmqctl eval`, handed out by namespace().
+    _pool: list[str] = field(default_factory=list, repr=False, compare=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _batch_works: bool = field(default=True, repr=False, compare=False)
 
     def url_for_vhost(self, name: str) -> str:
         """The amqp URL of vhost ``name`` on this server (no broker traffic)."""
@@ -190,10 +204,40 @@ class RabbitServer:
             self.rabbitmqctl("delete_vhost", name)
 
     def namespace(self) -> BrokerNamespace:
-        """A fresh vhost of its own (``isolated`` is false on an external server: its URL)."""
+        """A fresh vhost of its own (``isolated`` is false on an external server: its URL).
+
+        Made :data:`VHOST_BATCH` at a time: every ``rabbitmqctl`` call boots an Erlang VM
+        (0.5-1.5 s on a small machine), one ``eval`` makes a whole batch in about as long.
+        """
         if not self.owned:
             return BrokerNamespace("rabbitmq", self.url, isolated=False)
-        return BrokerNamespace("rabbitmq", self.add_vhost(f"aiocm-{uuid.uuid4().hex[:12]}"))
+        with self._pool_lock:
+            if not self._pool:
+                self._pool = self._make_vhosts(
+                    [f"aiocm-{uuid.uuid4().hex[:12]}" for _ in range(VHOST_BATCH)]
+                )
+            name = self._pool.pop()
+        return BrokerNamespace("rabbitmq", self.url_for_vhost(name))
+
+    def _make_vhosts(self, names: list[str]) -> list[str]:
+        """Create ``names`` (guest: full permissions); those made, at least the first one."""
+        if self._batch_works:
+            # RabbitMQ's internal API (3.8 through 3.13): what add_vhost / set_permissions call.
+            vhosts = ", ".join(f'<<"{name}">>' for name in names)
+            actor, everything = '<<"aiocelerymon">>', '<<".*">>'
+            expression = (
+                f"[begin ok = rabbit_vhost:add(V, {actor}), "
+                f'ok = rabbit_auth_backend_internal:set_permissions(<<"guest">>, V, '
+                f"{everything}, {everything}, {everything}, {actor}) end || V <- [{vhosts}]], ok."
+            )
+            try:
+                if self.rabbitmqctl("eval", expression).strip() == "ok":
+                    return names
+            except RuntimeError:
+                pass
+            self._batch_works = False  # another server's internals: one command at a time
+        self.add_vhost(names[0])
+        return names[:1]
 
     def release(self, namespace: BrokerNamespace) -> None:
         """Done with ``namespace``: delete its vhost, with every queue and exchange in it."""
@@ -287,6 +331,79 @@ def _redis_flushdb(url: str) -> None:
         raise RuntimeError(f"FLUSHDB of Redis db {db} failed: {replies!r}")
 
 
+class _Resp:
+    """Just enough of the Redis protocol for the test bed's housekeeping (no driver needed)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._sock = socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), 10
+        )
+        self._file = self._sock.makefile("rb")
+        if parts.password:
+            user = unquote(parts.username) if parts.username else None
+            self.call("AUTH", *filter(None, [user, unquote(parts.password)]))
+        self.call("SELECT", parts.path.strip("/") or "0")
+
+    def call(self, *args: str | bytes) -> Any:
+        parts = [a.encode() if isinstance(a, str) else a for a in args]
+        self._sock.sendall(
+            b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+        )
+        return self._read()
+
+    def _read(self) -> Any:
+        line = self._file.readline()
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"-":
+            raise RuntimeError(f"Redis: {rest.decode(errors='replace')}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self._file.read(size + 2)[:-2]
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self._read() for _ in range(size)]
+        if kind == b"+":
+            return rest
+        raise RuntimeError(f"Redis: unexpected reply {line!r}")
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _redis_delete_prefixed(url: str, prefix: str) -> int:
+    """Delete every key that starts with ``prefix`` in the database ``url`` selects."""
+    conn = _Resp(url)
+    deleted = 0
+    try:
+        cursor = b"0"
+        while True:
+            cursor, keys = conn.call(
+                "SCAN", cursor, "MATCH", _glob_escape(prefix) + "*", "COUNT", "500"
+            )
+            if keys:
+                deleted += conn.call("DEL", *keys)
+            if cursor == b"0":
+                return deleted
+    finally:
+        conn.close()
+
+
+def clear_key_prefix(namespace: BrokerNamespace) -> int:
+    """Delete the keys of a key-prefix namespace (``global_keyprefix``); how many (idempotent)."""
+    prefix = namespace.transport_options.get("global_keyprefix")
+    if namespace.broker != "redis" or not prefix:
+        return 0
+    return _redis_delete_prefixed(namespace.url, str(prefix))
+
+
 def _redis_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
@@ -298,48 +415,55 @@ def _redis_ping(port: int) -> bool:
 
 @contextlib.contextmanager
 def _local_redis(executable: str) -> Iterator[RedisServer]:
+    _cleanup.install_sigterm_handler()
     workdir = Path(tempfile.mkdtemp(prefix="aiocelerymon-redis-"))
     log = workdir / "redis.log"
     try:
-        # A port picked by free_port() can be taken before redis binds it; try a few.
-        for _attempt in range(3):
-            port = free_port()
-            argv = [
-                executable,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--databases", str(REDIS_DATABASES),
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--dir", str(workdir),
-                "--logfile", str(log),
-            ]  # fmt: skip
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + REDIS_START_TIMEOUT
-            while proc.poll() is None and time.monotonic() < deadline:
-                if _redis_ping(port):
-                    break
-                time.sleep(0.05)
-            else:
-                stop_process_group(proc)
-                continue
-            try:
+        with _cleanup.owned_dir(workdir):
+            yield from _run_redis(executable, workdir, log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_redis(executable: str, workdir: Path, log: Path) -> Iterator[RedisServer]:
+    # A port picked by free_port() can be taken before redis binds it; try a few.
+    for _attempt in range(3):
+        port = free_port()
+        argv = [
+            executable,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--databases", str(REDIS_DATABASES),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--dir", str(workdir),
+            "--logfile", str(log),
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _redis_ping(port):
+                break
+            time.sleep(0.05)
+        else:
+            stop_process_group(proc)
+            continue
+        try:
+            with _cleanup.owned_process(proc):
                 yield RedisServer(
                     url=f"redis://127.0.0.1:{port}/0", owned=True, databases=REDIS_DATABASES
                 )
-            finally:
-                stop_process_group(proc)
-            return
-        unavailable(f"redis-server did not start: {_tail(log)}\n({INSTALL_HINT})")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            stop_process_group(proc)
+        return
+    unavailable(f"redis-server did not start: {_tail(log)}\n({INSTALL_HINT})")
 
 
 @contextlib.contextmanager
@@ -427,6 +551,7 @@ def _local_ctl(bin_dir: Path, node: str, home: Path) -> Callable[[Sequence[str]]
 
 @contextlib.contextmanager
 def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
+    _cleanup.install_sigterm_handler()
     workdir = Path(tempfile.mkdtemp(prefix="aiocelerymon-rabbit-"))
     node = f"aiocm-{uuid.uuid4().hex[:10]}@localhost"
     # A fixed cookie written before start: otherwise the server and the first rabbitmqctl
@@ -454,7 +579,9 @@ def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
     }
     out = workdir / "server.out"
     ctl = _local_ctl(bin_dir, node, workdir)
+    owned = contextlib.ExitStack()
     try:
+        owned.enter_context(_cleanup.owned_dir(workdir))
         with out.open("wb") as out_file:
             proc = subprocess.Popen(
                 [str(bin_dir / "rabbitmq-server")],
@@ -466,6 +593,7 @@ def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
                 # Own process group: the script, beam.smp and its helpers are stopped together.
                 start_new_session=True,
             )
+        owned.enter_context(_cleanup.owned_process(proc))
         try:
             _await_rabbit(proc, ctl, RABBIT_START_TIMEOUT)
         except RuntimeError as exc:
@@ -483,6 +611,7 @@ def _local_rabbit(bin_dir: Path) -> Iterator[RabbitServer]:
             stop_process_group(proc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        owned.close()
 
 
 def _await_rabbit(

@@ -13,17 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from aiocelerymon.client import Client
-from aiocelerymon.testing import brokers
-from aiocelerymon.testing.helpers import DEFAULT_TIMEOUT, wait_for_workers
-from aiocelerymon.testing.worker import CeleryWorker, start_celery_worker
-from aiocelerymon.wire import names
+# Only the light modules here (standard library and pytest underneath): pytest loads this
+# plugin in every run where aiocelerymon is installed, so the client, protocol and drivers are
+# imported by the fixtures that use them.
+from aiocelerymon.testing import _cleanup, brokers
+from aiocelerymon.testing.worker import CELERY_ENV, CeleryWorker, start_celery_worker
+
+if TYPE_CHECKING:
+    from aiocelerymon.client import Client
+
+#: Celery's ``control_exchange`` default (aiocelerymon.wire.names.CONTROL_EXCHANGE).
+_CONTROL_EXCHANGE = "celery"
 
 #: Tests that use these fixtures get the markers (when registered: --strict-markers rejects
 #: the others), so ``-m "not amqp"`` deselects them without every test repeating the marks.
@@ -38,6 +45,11 @@ _FIXTURE_MARKERS = {
 }
 _BROKER_MARKERS = {"redis": ("integration", "redis"), "rabbitmq": ("integration", "amqp")}
 _WORKERS = pytest.StashKey[list[CeleryWorker]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On SIGTERM (a CI timeout or cancel) stop the servers and workers we started first."""
+    _cleanup.install_sigterm_handler()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -85,9 +97,12 @@ def rabbit_server() -> Iterator[brokers.RabbitServer]:
 
 
 @pytest.fixture
-def redis_namespace(redis_server: brokers.RedisServer) -> brokers.BrokerNamespace:
-    """A fresh, empty Redis database for this test (a key prefix on an external server)."""
-    return redis_server.namespace()
+def redis_namespace(redis_server: brokers.RedisServer) -> Iterator[brokers.BrokerNamespace]:
+    """A fresh, empty Redis database for this test (a key prefix on an external server,
+    whose keys are deleted afterwards)."""
+    namespace = redis_server.namespace()
+    yield namespace
+    redis_server.release(namespace)
 
 
 @pytest.fixture
@@ -139,6 +154,8 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
         aiocelerymon_broker: brokers.BrokerNamespace,
     ) -> AsyncIterator[Client]:
         """An :class:`aiocelerymon.Client` connected to this test's namespace."""
+        from aiocelerymon.client import Client
+
         async with Client(aiocelerymon_broker.url, **aiocelerymon_broker.client_options()) as c:
             yield c
 
@@ -164,10 +181,11 @@ class StartWorker(Protocol):
         events: bool = True,
         pool: str = "prefork",
         extra_args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        control_exchange: str = names.CONTROL_EXCHANGE,
+        control_exchange: str = _CONTROL_EXCHANGE,
         timeout: float = 60.0,
+        config: Mapping[str, Any] | None = None,
     ) -> Awaitable[CeleryWorker]: ...
 
 
@@ -175,14 +193,20 @@ class StartWorker(Protocol):
 def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorker]:
     """Start real Celery workers of your app: ``await celery_worker_process("proj.celery")``.
 
-    The worker uses ``broker`` (a namespace or URL) through ``CELERY_BROKER_URL``; by default
-    the test's ``aiocelerymon_broker``, which the test must then request (directly or through
-    ``aiocelerymon_client``) since it is parametrized. The call returns once the worker
+    The worker uses ``broker`` (a namespace or URL): its URL as ``CELERY_BROKER_URL`` and its
+    :attr:`~BrokerNamespace.celery_config` (the ``global_keyprefix`` that isolates a test on a
+    Redis server the plugin did not start) laid over the app's settings, with ``config`` (more
+    Celery settings, e.g. ``{"broker_transport_options": {...}}``) on top. By default the
+    test's ``aiocelerymon_broker``, which the test must then request (directly or through
+    ``aiocelerymon_client``) since it is parametrized. ``env`` adds variables to the worker's
+    environment (ours, without Celery's own ``CELERY_*``). The call returns once the worker
     answered ``ping`` through aiocelerymon (deadline ``timeout``). Workers stop (warm shutdown)
-    when the test ends; a failed test's report includes their logs.
+    when the test ends, and a key-prefix namespace is then emptied (after them: a worker
+    writes until it stops); a failed test's report includes their logs.
     """
     stack = contextlib.ExitStack()
     started = request.node.stash.setdefault(_WORKERS, [])
+    used: list[brokers.BrokerNamespace] = []
 
     async def start(
         app: str,
@@ -194,10 +218,11 @@ def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorke
         events: bool = True,
         pool: str = "prefork",
         extra_args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        control_exchange: str = names.CONTROL_EXCHANGE,
+        control_exchange: str = _CONTROL_EXCHANGE,
         timeout: float = 60.0,
+        config: Mapping[str, Any] | None = None,
     ) -> CeleryWorker:
         if broker is None:
             broker = request.getfixturevalue("aiocelerymon_broker")
@@ -207,6 +232,15 @@ def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorke
         name = hostname or f"worker-{uuid.uuid4().hex[:8]}@aiocelerymon"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        settings = {**namespace.celery_config, **(config or {})}
+        if namespace.transport_options and config and "broker_transport_options" in config:
+            settings["broker_transport_options"] = {
+                **namespace.transport_options,
+                **config["broker_transport_options"],
+            }
+        if namespace.transport_options:
+            used.append(namespace)
+        worker_env = {k: v for k, v in os.environ.items() if k not in CELERY_ENV}
         context = start_celery_worker(
             app,
             name,
@@ -216,16 +250,21 @@ def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorke
             events=events,
             pool=pool,
             extra_args=extra_args,
-            env=env,
+            env={**worker_env, **(env or {})},
             cwd=cwd,
             timeout=timeout,
+            config=settings,
         )
         # Startup blocks (subprocess, log reader): off the loop, so other tasks keep running.
         worker = await asyncio.to_thread(stack.enter_context, context)
         started.append(worker)
-        async with Client(
-            namespace.url, control_exchange=control_exchange, **namespace.client_options()
-        ) as client:
+        options = namespace.client_options()
+        if settings.get("broker_transport_options"):
+            options["broker_transport_options"] = settings["broker_transport_options"]
+        from aiocelerymon.client import Client
+        from aiocelerymon.testing.helpers import DEFAULT_TIMEOUT, wait_for_workers
+
+        async with Client(namespace.url, control_exchange=control_exchange, **options) as client:
             await wait_for_workers(
                 client, [name], timeout=max(deadline - loop.time(), DEFAULT_TIMEOUT / 10)
             )
@@ -233,6 +272,10 @@ def celery_worker_process(request: pytest.FixtureRequest) -> Iterator[StartWorke
 
     yield start
     stack.close()
+    # The namespace fixture may be torn down before the workers stopped (the order is the
+    # test's): clear the key prefix again now that nothing writes to it.
+    for namespace in used:
+        brokers.clear_key_prefix(namespace)
 
 
 def _external(url: str) -> brokers.BrokerNamespace:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -14,7 +15,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from aiocelerymon.testing import _cleanup, worker_app
 
 STOP_TIMEOUT = 20.0
 
@@ -87,17 +90,21 @@ def start_celery_worker(
     cwd: str | Path | None = None,
     timeout: float = 60,
     python: str | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Iterator[CeleryWorker]:
     """Start ``celery -A app worker -n hostname`` and yield once it logged ``<hostname> ready.``.
 
     ``broker_url`` is passed as ``CELERY_BROKER_URL``, which Celery prefers over the app's own
     ``broker_url``; ``env`` is the subprocess environment (default: ours, with Celery's own
-    variables removed). ``python`` selects another interpreter; default: this one. Mingle and
+    variables removed). ``config`` holds Celery settings laid over the app's own (dicts such
+    as ``broker_transport_options`` merged), applied by :mod:`aiocelerymon.testing.worker_app`
+    in the worker. ``python`` selects another interpreter; default: this one. Mingle and
     gossip are off: a test worker should not wait for, or talk to, its neighbours.
     """
     interpreter = python or sys.executable
+    target = app if not config else "aiocelerymon.testing.worker_app"
     argv = [
-        interpreter, "-m", "celery", "-A", app, "worker",
+        interpreter, "-m", "celery", "-A", target, "worker",
         "-n", hostname,
         "-c", str(concurrency),
         "-P", pool,
@@ -115,6 +122,9 @@ def start_celery_worker(
             full_env.pop(name, None)
     if broker_url is not None:
         full_env["CELERY_BROKER_URL"] = broker_url
+    if config:
+        full_env[worker_app.APP_ENV] = app
+        full_env[worker_app.CONFIG_ENV] = json.dumps(dict(config))
     # The banner is printed to stdout; unbuffered so it reaches our pipe before "ready.".
     full_env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
@@ -135,8 +145,9 @@ def start_celery_worker(
     )
     reader.start()
     try:
-        _await_ready(worker, timeout)
-        yield worker
+        with _cleanup.owned_process(proc):
+            _await_ready(worker, timeout)
+            yield worker
     except Exception as exc:
         if not isinstance(exc, CeleryWorkerError):
             # Python 3.11: pytest prints notes, so a failing test shows what the worker said.

@@ -105,7 +105,10 @@ class Subscription(Protocol):
 
     @property
     def generation(self) -> int:
-        """How many times the adapter reconnected and restored this subscription."""
+        """How many times the adapter began restoring this subscription after a reconnect.
+
+        Bumped as the restore starts; ``Transport.state`` is ``CONNECTED`` once it finished.
+        """
         ...
 
     async def receive(self) -> Delivery:
@@ -243,7 +246,11 @@ class SubscriptionBase:
 
     @property
     def generation(self) -> int:
-        """Reconnect-and-restore count; compare it to detect a possible gap."""
+        """Reconnect-and-restore count; compare it to detect a possible gap.
+
+        Counted when a restore *begins* (deliveries of the restored consumer carry the new
+        number); the transport's ``state`` is ``CONNECTED`` again once every restore finished.
+        """
         return self._generation
 
     @property
@@ -616,6 +623,10 @@ class TransportBase(ABC):
                         log.error("cannot restore %r on %s: %s", sub, self.url.redacted(), exc)
                         self._subs.discard(sub)
                         sub._end(exc)
+                # Closed while the restore ran (its _stop saw RECONNECTING): a subscription
+                # restored after its owner left would keep consuming until the next reconnect.
+                while self._orphans:
+                    await self._quiet_unsubscribe(self._orphans.pop())
                 if self._lost_during_restore is not None:
                     raise ConnectionLostError(
                         f"{self.url.redacted()} dropped again during the restore"

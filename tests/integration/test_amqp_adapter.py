@@ -392,6 +392,31 @@ async def test_network_cut_reconnects_and_publish_waits_then_fails(
             assert (d.body, d.generation, sub.generation) == (b"back", 1, 1)
 
 
+async def test_subscription_closed_during_the_restore_leaves_nothing_behind(
+    make: MakeAmqp, rabbit_server: RabbitServer
+):
+    # Issue 19 #10: a subscription whose owner left while its restore was running stayed
+    # consuming (its exclusive queue alive) until the next reconnect.
+    port = parse_url(rabbit_server.url).port
+    assert port is not None
+    async with Proxy(port) as proxy:
+        t = await make(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
+            connect_timeout=10.0,
+            retry=RetryPolicy(initial=0.05, maximum=0.1),
+        )
+        ex = Exchange(f"t.orphan.{uid()}", ExchangeKind.FANOUT)
+        sub = t.subscribe(Binding(ex))
+        async with sub:
+            proxy.delay = 0.2  # every RPC of the restore takes >= 0.2 s: a window to leave in
+            proxy.cut()
+            await until(lambda: sub.generation == 1, "the restore to begin")
+            assert t.state is TransportState.RECONNECTING
+        await until(lambda: t.state is TransportState.CONNECTED, "the restore to finish")
+        proxy.delay = 0.0
+        assert sub.queue not in await queues(rabbit_server)
+
+
 async def test_broker_cancelling_the_consumer_restores_the_subscription(
     make: MakeAmqp, rabbit_server: RabbitServer
 ):

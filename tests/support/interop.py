@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,12 @@ class Variant:
         )
 
 
-VARIANTS = [
+#: Comma-separated variant ids to run (default: all). nox runs every variant on the newest Celery
+#: minor and, on the older ones, one per broker that carries what differs between minors (see
+#: noxfile.py): the variants differ in *our* settings, the minors in Celery's and kombu's wire.
+VARIANTS_ENV = "AIOCELERYMON_INTEROP_VARIANTS"
+
+_ALL_VARIANTS = [
     pytest.param(Variant("redis", "redis"), marks=pytest.mark.redis, id="redis"),
     pytest.param(
         Variant("redis-db-prefix", "redis", own=True, key_prefix=KEY_PREFIX),
@@ -72,6 +78,21 @@ VARIANTS = [
         id="amqp-vhost-ops",
     ),
 ]
+
+
+def _selected(params: list[Any]) -> list[Any]:
+    wanted = [v.strip() for v in os.environ.get(VARIANTS_ENV, "").split(",") if v.strip()]
+    if not wanted:
+        return params
+    known = {p.id for p in params}
+    if unknown := set(wanted) - known:
+        raise ValueError(
+            f"{VARIANTS_ENV}: unknown variants {sorted(unknown)}; known: {sorted(known)}"
+        )
+    return [p for p in params if p.id in wanted]
+
+
+VARIANTS = _selected(_ALL_VARIANTS)
 
 
 @contextlib.contextmanager
@@ -111,3 +132,40 @@ def workers(
         ]
         wait_answering(variant, url, hostnames)
         yield started
+
+
+class SharedClusters:
+    """Two workers of the test app per variant (task events on, the variant's settings), started
+    on first use and kept for the session.
+
+    The interop modules that need no more than that (the CLI, the seam, the event stream)
+    share them instead of each starting and stopping its own: a cluster costs 5-10 s to start
+    and a few to stop on a busy 2-core machine, once per module and variant before. Tests on
+    them leave no state another one depends on (the modules that change workers' state, such
+    as the pool size or the events switch, keep clusters of their own).
+    """
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request  # session-scoped: the servers outlive every cluster
+        self._stack = contextlib.ExitStack()
+        self._clusters: dict[str, tuple[str, list[CeleryWorker]]] = {}
+
+    def get(self, variant: Variant) -> tuple[str, list[CeleryWorker]]:
+        """``(broker URL, workers)`` of ``variant``'s shared cluster."""
+        if variant.id not in self._clusters:
+            url = self._stack.enter_context(variant_url(self._request, variant))
+            hostnames = [f"w1.{variant.id}@interop", f"w2.{variant.id}@interop"]
+            started = self._stack.enter_context(
+                workers(variant, url, hostnames, config=variant.config(), events=True)
+            )
+            self._clusters[variant.id] = (url, started)
+        url, started = self._clusters[variant.id]
+        for worker in started:
+            assert worker.process.poll() is None, f"shared worker died:\n{worker.log()}"
+        return url, started
+
+    def close(self) -> None:
+        """Stop every worker, then release the namespaces (a later ``get`` starts anew)."""
+        self._clusters = {}
+        stack, self._stack = self._stack, contextlib.ExitStack()
+        stack.close()

@@ -18,14 +18,14 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tests.support.celery_worker import APP_MODULE, REPO_ROOT, CeleryWorker, celery_env
-from tests.support.interop import VARIANTS, Variant, variant_url, workers
+from tests.support.interop import VARIANTS, SharedClusters, Variant
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
@@ -76,18 +76,13 @@ class Cluster:
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, shared_clusters: SharedClusters) -> Cluster:
     variant: Variant = request.param
-    config = variant.config()
-    hostnames = [f"w1.{variant.id}@cli", f"w2.{variant.id}@cli"]
-    with (
-        variant_url(request, variant) as url,
-        workers(variant, url, hostnames, config=config, events=True) as started,
-    ):
-        env = celery_env({**config, "broker_url": url})
-        # Colour handling is part of the comparison: NO_COLOR (or its absence) must act alike.
-        env.pop("NO_COLOR", None)
-        yield Cluster(variant, url, started, env)
+    url, started = shared_clusters.get(variant)
+    env = celery_env({**variant.config(), "broker_url": url})
+    # Colour handling is part of the comparison: NO_COLOR (or its absence) must act alike.
+    env.pop("NO_COLOR", None)
+    return Cluster(variant, url, started, env)
 
 
 # -- parsing the text output -----------------------------------------------------------------

@@ -74,7 +74,7 @@ class Cluster:
 
     async def theirs(self, call: Callable[[Any], T]) -> T:
         """Run ``call(app.control)`` in a thread: Celery's client is blocking."""
-        return await asyncio.to_thread(call, self.app.control)
+        return await asyncio.to_thread(call, EarlyFinish(self.app.control, len(self.nodes)))
 
     async def inspect_theirs(self, call: Callable[[Any], T], **kwargs: Any) -> T:
         """``call(app.control.inspect(timeout=THEIR_TIMEOUT, **kwargs))``, in a thread."""
@@ -89,6 +89,35 @@ class Cluster:
             return str(result.id)
 
         return await asyncio.to_thread(send)
+
+
+class EarlyFinish:
+    """Celery's ``app.control``, told how many replies a call to the whole cluster gets.
+
+    Celery waits out its timeout (an idle gap: 1 s) after the last reply unless it knows how
+    many to expect (``limit``; it sets ``limit=len(destination)`` itself for addressed calls).
+    Given ``limit`` = the number of workers, it returns once both answered, as ours does with
+    ``expected=``: the same replies, without a second of waiting in each of ~250 calls. Calls
+    that name a destination, a pattern or a limit of their own are left alone.
+    """
+
+    def __init__(self, control: Any, expected: int) -> None:
+        self._control = control
+        self._expected = expected
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._control, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            replying = name in ("inspect", "ping") or kwargs.get("reply")
+            addressed = {"destination", "pattern", "limit"} & kwargs.keys()
+            if replying and not addressed:
+                kwargs["limit"] = self._expected
+            return attr(*args, **kwargs)
+
+        return call
 
 
 def celery_app(variant: Variant, url: str) -> Any:

@@ -16,6 +16,7 @@ from aiocelerymon.testing import (
     collect_events,
     wait_for_workers,
 )
+from aiocelerymon.testing.brokers import VHOST_BATCH
 
 
 def test_external_redis_is_isolated_by_key_prefix() -> None:
@@ -80,3 +81,51 @@ async def test_collect_events_leaves_no_task_behind() -> None:
         async with collect_events(client):
             pass
         assert len(asyncio.all_tasks()) == before
+
+
+def test_vhosts_are_made_in_batches_and_one_at_a_time_if_eval_is_refused() -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def ctl(args: object) -> str:
+        calls.append(tuple(args))  # type: ignore[arg-type]
+        return "ok\n"
+
+    server = RabbitServer(url="amqp://guest:guest@127.0.0.1:5672//", owned=True, _ctl=ctl)
+    urls = {server.namespace().url for _ in range(VHOST_BATCH + 1)}
+    assert len(urls) == VHOST_BATCH + 1  # every namespace a vhost of its own
+    assert [c[0] for c in calls] == ["eval", "eval"]  # two rabbitmqctl runs, not 2 x 9
+    assert all(url.rsplit("/", 1)[1] in calls[0][1] + calls[1][1] for url in urls)
+
+    def no_eval(args: object) -> str:
+        args = tuple(args)  # type: ignore[arg-type]
+        calls.append(args)
+        if args[0] == "eval":
+            raise RuntimeError("rabbitmqctl eval exited 70")
+        return ""
+
+    calls.clear()
+    server = RabbitServer(url="amqp://guest:guest@127.0.0.1:5672//", owned=True, _ctl=no_eval)
+    one, two = server.namespace(), server.namespace()
+    assert one.url != two.url
+    # eval refused once, then the documented commands, one vhost each time.
+    assert [c[0] for c in calls] == ["eval", *["add_vhost", "set_permissions"] * 2]
+
+
+def test_worker_config_is_laid_over_the_apps_own() -> None:
+    from celery import Celery
+
+    from aiocelerymon.testing.worker_app import overlay
+
+    app = Celery("proj", set_as_current=False)
+    app.conf.broker_transport_options = {"visibility_timeout": 60, "global_keyprefix": "old:"}
+    app.conf.task_default_queue = "mine"
+    overlay(
+        app,
+        {"broker_transport_options": {"global_keyprefix": "t1:"}, "worker_prefetch_multiplier": 1},
+    )
+    assert app.conf.broker_transport_options == {
+        "visibility_timeout": 60,
+        "global_keyprefix": "t1:",
+    }
+    assert (app.conf.task_default_queue, app.conf.worker_prefetch_multiplier) == ("mine", 1)
+    app.close()
