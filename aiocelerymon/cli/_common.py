@@ -121,6 +121,11 @@ class Invocation:
     timeout: float = DEFAULT_TIMEOUT
     destination: list[str] | None = None
     json: bool = False
+    #: inspect/control/status: one JSON line per reply, as it arrives.
+    jsonl: bool = False
+    #: inspect/control/status: address the nodes whose names match (Celery's pattern/matcher).
+    pattern: str | None = None
+    matcher: str | None = None
     list: bool = False
     dump: bool = False
     camera: str | None = None
