@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures shared with test_cli are parameters here
 """``--pattern``/``--matcher`` and ``--jsonl`` on status/inspect/control (memory broker).
 
 Celery's Inspect sends ``pattern`` and ``matcher`` in the pidbox request and filters the replies
@@ -71,7 +72,9 @@ async def test_pattern_on_control_and_status(broker: str, nodes: Callable[..., R
     await _three(nodes)
     status = await run_cli("-b", broker, "-C", "status", "-t", "0.5", "-p", "beta-*")
     assert status.out == f"->  {B1}: OK\n\n1 node online.\n"
-    control = await run_cli("-b", broker, "control", "enable_events", "-t", "0.5", "-p", "alpha-1*", "-j")
+    control = await run_cli(
+        "-b", broker, "control", "enable_events", "-t", "0.5", "-p", "alpha-1*", "-j"
+    )
     assert json.loads(control.out) == [{A1: {"ok": "task events enabled"}}]
 
 
