@@ -17,6 +17,7 @@ Usage::
     aiocelerymon events  [--dump [-j] | --camera CLASS] [--limit N] [--duration SECONDS]
     aiocelerymon queues  [-Q a,b] [-X c] [-j] [--watch [SECONDS]] [--count N]
     aiocelerymon purge   [-Q a,b] [-X c] [-f]
+    aiocelerymon result  [-t TASK] [--traceback] [-j] [--wait SECONDS] TASK_ID
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
 ``events`` without ``--dump``/``--camera`` opens the live monitor (the ``tui`` extra).
@@ -34,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from aiocelerymon._version import __version__
-from aiocelerymon.cli import control, demo, events, inspect, purge, queues, status
+from aiocelerymon.cli import control, demo, events, inspect, purge, queues, result, status
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
@@ -80,6 +81,7 @@ VERBS: tuple[Verb, ...] = (
     events.VERB,
     queues.VERB,
     purge.VERB,
+    result.VERB,
     demo.VERB,
 )
 _BY_NAME = {verb.name: verb for verb in VERBS}
@@ -115,7 +117,9 @@ def _top_parser(prog: str) -> _Parser:
         metavar="KEY=VALUE",
         help="Broker transport option; VALUE is read as JSON when it parses. Repeatable.",
     )
-    group.add_argument("--result-backend", metavar="URL", help="Accepted for compatibility.")
+    group.add_argument(
+        "--result-backend", metavar="URL", help="Result backend URL (overrides the app's)."
+    )
     group.add_argument("--loader", metavar="NAME", help="Celery loader used to import the app.")
     group.add_argument(
         "--config", metavar="MODULE", help="Configuration module for the app (via env)."

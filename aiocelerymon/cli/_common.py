@@ -141,6 +141,11 @@ class Invocation:
     watch: float | None = None
     count: int | None = None
     rate: float = 4.0
+    #: result: the task id, -t/--task, --traceback, --wait.
+    task_id: str | None = None
+    task: str | None = None
+    traceback: bool = False
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)
