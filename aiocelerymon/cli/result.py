@@ -159,10 +159,14 @@ async def _run(ctx: Context) -> int:
                 await results.aclose()
     if invocation.json:
         out.echo(json.dumps(record.to_dict()))
-        return EX_OK
+        return EX_OK if record.refused is None else EX_FAILURE
     if invocation.traceback:
         out.echo(_echo_value(record.traceback))
         return EX_OK
+    if record.refused is not None:
+        raise CommandError(
+            f"Cannot read the result of {invocation.task_id}: {record.refused}", EX_FAILURE
+        )
     if record.failed:
         out.error(_failure_text(record))
         return EX_FAILURE

@@ -79,6 +79,15 @@ class TaskResult:
     worker: str | None = None
     retries: int | None = None
     queue: str | None = None
+    #: Why ``result`` is None although a value is stored: it is pickled (never unpickled).
+    refused: str | None = None
+
+    @property
+    def value(self) -> Any:
+        """``result``, or :class:`PickledResultError` when the stored value was refused."""
+        if self.refused is not None:
+            raise PickledResultError(self.refused)
+        return self.result
 
     @property
     def ready(self) -> bool:
@@ -105,6 +114,7 @@ class TaskResult:
             "worker": self.worker,
             "retries": self.retries,
             "queue": self.queue,
+            **({"refused": self.refused} if self.refused is not None else {}),
         }
 
     @classmethod
@@ -246,9 +256,13 @@ class Results:
     async def get(self, task_id: str) -> TaskResult:
         """The stored state of ``task_id``; PENDING when nothing is stored (as in Celery).
 
+        A pickled result is not read: the record's ``refused`` says why and ``value`` raises
+        :class:`PickledResultError`; the other columns are still there when the backend keeps
+        them apart (the database backend's ``status``, ``traceback``, ``date_done``).
+
         Raises:
             ConfigurationError: no readable backend configured.
-            PickledResultError: the stored value is a pickle.
+            PickledResultError: the whole record is a pickle (Redis, result_serializer=pickle).
             ResultBackendError: the backend could not be reached or read.
         """
         if not task_id:

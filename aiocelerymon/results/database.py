@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from aiocelerymon.exceptions import ConfigurationError
 from aiocelerymon.results._base import (
+    PickledResultError,
     ResultBackendError,
     ResultSettings,
     TaskResult,
@@ -64,24 +65,34 @@ def _qualified(schema: str | None, table: str) -> str:
 
 
 def _record(task_id: str, row: Mapping[str, Any], where: str) -> TaskResult:
+    refused: list[str] = []
+
     def decoded(column: str) -> Any:
-        return decode_json(row.get(column), f"the {column} of task {task_id} ({where})")
+        try:
+            return decode_json(row.get(column), f"the {column} of task {task_id} ({where})")
+        except PickledResultError as exc:
+            # The text columns (status, traceback) are still worth showing.
+            refused.append(str(exc))
+            return None
 
     retries = row.get("retries")
     children = decoded("children")
+    result = decoded("result")
+    args, kwargs = decoded("args"), decoded("kwargs")
     return TaskResult(
         task_id=str(row.get("task_id") or task_id),
         status=str(row.get("status") or "PENDING"),
-        result=decoded("result"),
+        result=result,
         traceback=row.get("traceback"),
         date_done=iso_date(row.get("date_done")),
         children=children if isinstance(children, list) else None,
         name=row.get("name"),
-        args=decoded("args"),
-        kwargs=decoded("kwargs"),
+        args=args,
+        kwargs=kwargs,
         worker=row.get("worker"),
         retries=retries if isinstance(retries, int) else None,
         queue=row.get("queue"),
+        refused=refused[0] if refused else None,
     )
 
 
