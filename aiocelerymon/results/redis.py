@@ -51,14 +51,17 @@ class RedisResultBackend:
         self._prefix = str(prefix) if prefix else None
         self._timeout = settings.connect_timeout
         self._client: Redis | None = None
+        self._pool: ConnectionPool | None = None
 
     def _connect(self) -> Redis:
         if self._client is None:
             connection_class, kwargs = connection_params(
                 self._url, None, connect_timeout=self._timeout
             )
-            pool = ConnectionPool(connection_class=connection_class, max_connections=4, **kwargs)
-            self._client = Redis(connection_pool=pool)
+            self._pool = ConnectionPool(
+                connection_class=connection_class, max_connections=4, **kwargs
+            )
+            self._client = Redis(connection_pool=self._pool)
         return self._client
 
     async def get(self, task_id: str) -> TaskResult:
@@ -82,8 +85,12 @@ class RedisResultBackend:
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
+        pool, self._pool = self._pool, None
         if client is not None:
             await client.aclose()
+        if pool is not None:
+            # A pool handed to Redis() is not closed with it.
+            await pool.disconnect()
 
     def __repr__(self) -> str:
         return f"<RedisResultBackend {self._url}>"
