@@ -18,6 +18,7 @@ Usage::
     aiocelerymon queues  [-Q a,b] [-X c] [-j] [--watch [SECONDS]] [--count N]
     aiocelerymon purge   [-Q a,b] [-X c] [-f]
     aiocelerymon result  [-t TASK] [--traceback] [-j] [--wait SECONDS] TASK_ID
+    aiocelerymon shell   [--without-tasks]
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
 ``events`` without ``--dump``/``--camera`` opens the live monitor (the ``tui`` extra).
@@ -35,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from aiocelerymon._version import __version__
-from aiocelerymon.cli import control, demo, events, inspect, purge, queues, result, status
+from aiocelerymon.cli import control, demo, events, inspect, purge, queues, result, shell, status
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
@@ -82,6 +83,7 @@ VERBS: tuple[Verb, ...] = (
     queues.VERB,
     purge.VERB,
     result.VERB,
+    shell.VERB,
     demo.VERB,
 )
 _BY_NAME = {verb.name: verb for verb in VERBS}
