@@ -18,6 +18,7 @@ Usage::
     aiocelerymon queues  [-Q a,b] [-X c] [-j] [--watch [SECONDS]] [--count N]
     aiocelerymon purge   [-Q a,b] [-X c] [-f]
     aiocelerymon result  [-t TASK] [--traceback] [-j] [--wait SECONDS] TASK_ID
+    aiocelerymon migrate [-n N] [-t SECONDS] [-a] [-T TASKS] [-Q QUEUES] [-F] SOURCE DEST
     aiocelerymon shell   [--without-tasks]
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
@@ -36,7 +37,18 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from aiocelerymon._version import __version__
-from aiocelerymon.cli import control, demo, events, inspect, purge, queues, result, shell, status
+from aiocelerymon.cli import (
+    control,
+    demo,
+    events,
+    inspect,
+    migrate,
+    purge,
+    queues,
+    result,
+    shell,
+    status,
+)
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
@@ -83,6 +95,7 @@ VERBS: tuple[Verb, ...] = (
     queues.VERB,
     purge.VERB,
     result.VERB,
+    migrate.VERB,
     shell.VERB,
     demo.VERB,
 )

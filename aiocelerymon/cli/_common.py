@@ -141,6 +141,8 @@ class Invocation:
     watch: float | None = None
     count: int | None = None
     rate: float = 4.0
+    #: A verb's own parsed options, when no shared field fits (migrate).
+    verb_options: Any = None
     #: result: the task id, -t/--task, --traceback, --wait.
     task_id: str | None = None
     task: str | None = None
