@@ -8,6 +8,7 @@ per broker (Redis, RabbitMQ), shared by the module.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import subprocess
@@ -66,10 +67,16 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     nodes = [n.format(b=request.param) for n in NODES]
     try:
         with contextlib.ExitStack() as stack:
-            for node in nodes:
-                stack.enter_context(
-                    celery_worker(namespace.url, node, config={}, events=False, pool="solo")
-                )
+            # Started side by side: each start is mostly waiting for the worker's "ready.".
+            contexts = [
+                celery_worker(namespace.url, node, config={}, events=False, pool="solo")
+                for node in nodes
+            ]
+            with concurrent.futures.ThreadPoolExecutor(len(contexts)) as pool:
+                started = [pool.submit(c.__enter__) for c in contexts]
+                for context, future in zip(contexts, started, strict=True):
+                    future.result()
+                    stack.push(context.__exit__)
 
             async def answering() -> None:
                 async with Client(namespace.url) as client:
@@ -81,18 +88,21 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         server.release(namespace)
 
 
-@pytest.mark.parametrize(
-    ("pattern", "matcher"),
-    [("alpha.*", "glob"), ("*.1@*", "glob"), (r"(alpha\.2|beta)", "pcre"), ("beta", "pcre")],
-)
-def test_pattern_selects_the_nodes_celery_selects(
-    cluster: Cluster, pattern: str, matcher: str
-) -> None:
-    expected = cluster.celerys_selection(pattern, matcher)
-    assert expected and expected != set(cluster.nodes)  # the pattern does select
-    run = cluster.ours("inspect", "ping", "-t", "1", "-j", "-p", pattern, "--matcher", matcher)
-    assert run.returncode == 0, run.stderr
-    assert set(json.loads(run.stdout)) == expected
+PATTERNS = [("alpha.*", "glob"), ("*.1@*", "glob"), (r"(alpha\.2|beta)", "pcre"), ("beta", "pcre")]
+
+
+def test_pattern_selects_the_nodes_celery_selects(cluster: Cluster) -> None:
+    with concurrent.futures.ThreadPoolExecutor(len(PATTERNS)) as pool:
+        ours = [
+            pool.submit(cluster.ours, "inspect", "ping", "-t", "1", "-j", "-p", p, "--matcher", m)
+            for p, m in PATTERNS
+        ]
+        expected = [cluster.celerys_selection(p, m) for p, m in PATTERNS]
+        runs = [future.result() for future in ours]
+    for (pattern, matcher), selected, run in zip(PATTERNS, expected, runs, strict=True):
+        assert selected and selected != set(cluster.nodes), pattern  # the pattern does select
+        assert run.returncode == 0, run.stderr
+        assert set(json.loads(run.stdout)) == selected, (pattern, matcher)
 
 
 def test_pattern_on_control_and_status(cluster: Cluster) -> None:
