@@ -103,7 +103,9 @@ def _settings(ctx: Context) -> ResultSettings:
                 sub.help_command,
             ) from None
         # A task with a backend of its own (``@app.task(backend=...)``): Celery asks that one.
-        url = getattr(getattr(task, "backend", None), "url", None)
+        # A URL given as a string stays a string in Celery (its `result -t` then fails).
+        own = getattr(task, "backend", None)
+        url = own if isinstance(own, str) else getattr(own, "url", None)
         if isinstance(url, str) and url:
             settings = ResultSettings.from_conf(app.conf, result_backend=url)
     return settings

@@ -74,6 +74,10 @@ def _store(tmp_path: Path, **conf: Any) -> Store:
             from celery import Celery
             app = Celery("results", broker="memory://", backend="db+sqlite:///{path}")
             app.conf.update({conf!r})
+
+            @app.task(name="results.own", backend="db+sqlite:///{path}.own")
+            def own():
+                return None
             """
         )
     )
@@ -252,6 +256,32 @@ def test_table_names_defaults() -> None:
         database_table_names={"task": "t"}, database_table_schemas={"task": "s"}
     )
     assert table_names(settings)["task"] == ("s", "t")
+
+
+@needs_57
+def test_task_option_reads_that_tasks_own_backend(store: Store) -> None:
+    own = celery.Celery("own", broker="memory://", backend=f"db+sqlite:///{store.path}.own")
+    own.backend.store_result("t-own", "from its own backend", "SUCCESS")
+    store.app.backend.store_result("t-own", "from the app's backend", "SUCCESS")
+    theirs, ours = store.both("-t", "results.own", "t-own")
+    assert (ours.returncode, ours.stdout) == (0, "from its own backend\n")
+    # Celery keeps a backend given as a URL string unresolved and fails on it.
+    assert theirs.returncode == 1 and "AttributeError" in theirs.stderr
+    # Without -t: the app's backend, for both.
+    theirs, ours = store.both("t-own")
+    assert ours.stdout == theirs.stdout == "from the app's backend\n"
+    unknown = store.run("aiocelerymon", "-t", "results.nope", "t-own")
+    assert unknown.returncode == 2
+    assert "Unknown task 'results.nope'" in unknown.stderr
+
+
+@needs_57
+async def test_result_backend_option_without_an_app(store: Store) -> None:
+    store.app.backend.store_result("t-opt", [1, 2], "SUCCESS")
+    out, err = io.StringIO(), io.StringIO()
+    url = f"db+sqlite:///{store.path}"
+    assert await cli.run(["--result-backend", url, "result", "t-opt"], stdout=out, stderr=err) == 0
+    assert out.getvalue() == "[1, 2]\n"
 
 
 @pytest.mark.parametrize(
