@@ -33,7 +33,7 @@ from aiocelerymon.cli._common import (
     _Parser,
 )
 from aiocelerymon.cli._numeric import seconds
-from aiocelerymon.exceptions import AiocelerymonError
+from aiocelerymon.exceptions import AiocelerymonError, ConfigurationError
 from aiocelerymon.results import Results, ResultSettings, TaskResult
 
 #: Polling while --wait lasts: quick at first, then at most once a second.
@@ -153,7 +153,8 @@ async def _run(ctx: Context) -> int:
     except AiocelerymonError as exc:
         raise CommandError(
             f"Cannot read the result of {invocation.task_id}: {exc}",
-            EX_USAGE if isinstance(exc, ValueError) and "configured" in str(exc) else EX_FAILURE,
+            # A backend we cannot use is a configuration (usage) problem; a read that failed not.
+            EX_USAGE if isinstance(exc, ConfigurationError) else EX_FAILURE,
         ) from exc
     finally:
         with contextlib.suppress(Exception):
