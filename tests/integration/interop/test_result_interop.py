@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import celery
@@ -54,10 +54,13 @@ class Backend:
 
     def both(self, *args: str) -> tuple[subprocess.CompletedProcess[str], ...]:
         """The same command line through celery and aiocelerymon, concurrently."""
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            theirs = pool.submit(self.run, "celery", *args)
-            ours = pool.submit(self.run, "aiocelerymon", *args)
-            return theirs.result(), ours.result()
+        return self.batch(("celery", *args), ("aiocelerymon", *args))
+
+    def batch(self, *runs: tuple[str, ...]) -> tuple[subprocess.CompletedProcess[str], ...]:
+        """``(tool, *args)`` command lines, all at once."""
+        with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+            futures = [pool.submit(self.run, *run) for run in runs]
+            return tuple(future.result() for future in futures)
 
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -96,50 +99,89 @@ def _conf(config: dict[str, Any]) -> Any:
     return app.conf
 
 
-@pytest.fixture(scope="module", params=["redis-prefix", "sqlite", "postgresql"])
-def backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Backend]:
-    kind: str = request.param
+KINDS = ["redis-prefix", "sqlite", "postgresql"]
+
+
+@contextlib.contextmanager
+def _side_by_side() -> Iterator[list[Any]]:
+    """Collects ``__exit__`` callbacks and runs them concurrently (workers stop in parallel)."""
+    exits: list[Any] = []
+    try:
+        yield exits
+    finally:
+        with concurrent.futures.ThreadPoolExecutor(max(len(exits), 1)) as pool:
+            for future in [pool.submit(e, None, None, None) for e in exits]:
+                future.result()
+
+
+def _configure(
+    kind: str, request: pytest.FixtureRequest, tmp: pytest.TempPathFactory, cleanups: list[Any]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(broker URL, client options, Celery config)`` of one backend's worker."""
     config: dict[str, Any] = {"result_extended": True}
-    cleanup = None
     if kind == "redis-prefix":
-        server = request.getfixturevalue("redis_server")
-        namespace = server.namespace()
-        broker = namespace.url
+        namespace = request.getfixturevalue("redis_server").namespace()
         config["result_backend"] = namespace.url
         # No separator at the end: Celery appends "_" (KeyValueStoreBackend).
         config["result_backend_transport_options"] = {"global_keyprefix": "aiocm-res"}
         if namespace.transport_options:
             config["broker_transport_options"] = namespace.transport_options
+        return namespace.url, namespace.client_options(), config
+    rabbit = request.getfixturevalue("rabbit_server")
+    namespace = rabbit.namespace()
+    cleanups.append(lambda: rabbit.release(namespace))
+    if kind == "sqlite":
+        config["result_backend"] = f"db+sqlite:///{tmp.mktemp('results') / 'results.db'}"
     else:
-        rabbit = request.getfixturevalue("rabbit_server")
-        namespace = rabbit.namespace()
-        broker = namespace.url
-        cleanup = lambda: rabbit.release(namespace)  # noqa: E731
-        if kind == "sqlite":
-            path = Path(tmp_path_factory.mktemp("results")) / "results.db"
-            config["result_backend"] = f"db+sqlite:///{path}"
-        else:
-            pg: PostgresServer = request.getfixturevalue("postgres_server")
-            url = pg.database()
-            config["result_backend"] = "db+" + url.replace("postgresql://", "postgresql+psycopg://")
-            config["database_table_names"] = {"task": "aiocm_tasks", "group": "aiocm_groups"}
-    hostname = f"results-{kind}@interop"
+        pg: PostgresServer = request.getfixturevalue("postgres_server")
+        url = pg.database()
+        cleanups.append(lambda: pg.drop(url))
+        config["result_backend"] = "db+" + url.replace("postgresql://", "postgresql+psycopg://")
+        config["database_table_names"] = {"task": "aiocm_tasks", "group": "aiocm_groups"}
+    return namespace.url, namespace.client_options(), config
+
+
+@pytest.fixture(scope="module")
+def backends(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Backend]]:
+    """One worker per backend, started side by side; each ran add(2, 3) and fail() once."""
+    cleanups: list[Any] = []
     try:
-        with celery_worker(broker, hostname, config=config, events=False, pool="solo"):
+        setups = {kind: _configure(kind, request, tmp_path_factory, cleanups) for kind in KINDS}
+        with _side_by_side() as stack:
+            contexts = {
+                kind: celery_worker(
+                    broker, f"results-{kind}@interop", config=config, events=False, pool="solo"
+                )
+                for kind, (broker, _options, config) in setups.items()
+            }
+            with concurrent.futures.ThreadPoolExecutor(len(contexts)) as pool:
+                futures = {kind: pool.submit(c.__enter__) for kind, c in contexts.items()}
+                for kind, future in futures.items():
+                    future.result()
+                    stack.append(contexts[kind].__exit__)
 
             async def ping() -> None:
-                async with Client(broker, **namespace.client_options()) as client:
-                    await wait_for_workers(client, [hostname], timeout=DEADLINE)
+                for kind, (broker, options, _config) in setups.items():
+                    async with Client(broker, **options) as client:
+                        await wait_for_workers(
+                            client, [f"results-{kind}@interop"], timeout=DEADLINE
+                        )
 
             asyncio.run(ping())
-            made = Backend(kind, broker, config)
-            _run_tasks(made)
+            made = {kind: Backend(kind, b, config) for kind, (b, _o, config) in setups.items()}
+            for backend in made.values():
+                _run_tasks(backend)
             yield made
     finally:
-        if cleanup is not None:
+        for cleanup in reversed(cleanups):
             cleanup()
+
+
+@pytest.fixture(params=KINDS)
+def backend(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> Backend:
+    return backends[request.param]
 
 
 def test_success_output_matches_celery(backend: Backend) -> None:
@@ -153,7 +195,12 @@ def test_success_output_matches_celery(backend: Backend) -> None:
 
 
 def test_failure_output_matches_celery(backend: Backend) -> None:
-    theirs, ours = backend.both(backend.failed)
+    theirs, ours, their_tb, our_tb = backend.batch(
+        ("celery", backend.failed),
+        ("aiocelerymon", backend.failed),
+        ("celery", "--traceback", backend.failed),
+        ("aiocelerymon", "--traceback", backend.failed),
+    )
     assert theirs.returncode == 1
     if backend.pickled:
         assert ours.returncode == 1 and "is pickled" in ours.stderr
@@ -162,9 +209,8 @@ def test_failure_output_matches_celery(backend: Backend) -> None:
         assert ours.stderr.splitlines()[-1] == theirs.stderr.splitlines()[-1]
         assert ours.stderr.splitlines()[-1] == "RuntimeError: fail() always fails"
     # --traceback: a text column, read whatever the result column holds.
-    theirs, ours = backend.both("--traceback", backend.failed)
-    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)
-    assert "fail() always fails" in ours.stdout
+    assert (our_tb.returncode, our_tb.stdout) == (their_tb.returncode, their_tb.stdout)
+    assert "fail() always fails" in our_tb.stdout
 
 
 def test_json_record_and_the_api(backend: Backend) -> None:
