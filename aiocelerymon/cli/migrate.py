@@ -300,8 +300,9 @@ async def _run(ctx: Context) -> int:
         notes = []
         if progress.duplicates:
             notes.append(
-                f"{progress.duplicates} of them redelivered by SOURCE (an earlier run was "
-                "interrupted before acknowledging: they may now be on DESTINATION twice)"
+                f"{progress.duplicates} of them redelivered by SOURCE (taken before by a "
+                "consumer that did not acknowledge them, e.g. an interrupted migrate or one "
+                "without -a: they may be on DESTINATION twice)"
             )
         if progress.malformed:
             notes.append(f"{progress.malformed} malformed message(s) left on SOURCE")
