@@ -13,6 +13,7 @@ from typing import Any
 from aiocelerymon._url import BrokerURL, parse_url
 from aiocelerymon.transports.base import (
     QueueDepth,
+    Received,
     RetryPolicy,
     Subscription,
     SubscriptionBase,
@@ -30,6 +31,7 @@ __all__ = [
     "ExchangeKind",
     "Message",
     "QueueDepth",
+    "Received",
     "RetryPolicy",
     "Subscription",
     "SubscriptionBase",

@@ -45,8 +45,8 @@ from aiocelerymon.exceptions import (
     TransportError,
     TransportTimeoutError,
 )
-from aiocelerymon.transports.base import SubscriptionBase, TransportBase
-from aiocelerymon.wire.entities import Binding, Delivery, Exchange, Message
+from aiocelerymon.transports.base import Received, SubscriptionBase, TransportBase
+from aiocelerymon.wire.entities import PROPERTY_NAMES, Binding, Delivery, Exchange, Message
 from aiocelerymon.wire.names import to_milliseconds
 
 if TYPE_CHECKING:
@@ -309,6 +309,9 @@ _FLAG_CONTENT_ENCODING = 0x4000
 _FLAG_HEADERS = 0x2000
 _FLAG_DELIVERY_MODE = 0x1000
 _FLAG_PRIORITY = 0x0800
+#: The rest, in order: correlation_id, reply_to, expiration, message_id, timestamp, type,
+#: user_id, app_id (each a shortstr but timestamp, a 64-bit integer).
+_FLAG_OTHERS = tuple(zip(PROPERTY_NAMES, (0x0400 >> i for i in range(8)), strict=True))
 
 
 def _shortstr(value: str, what: str) -> bytes:
@@ -397,7 +400,33 @@ def encode_properties(message: Message) -> bytes:
             f"delivery_mode and priority must be 0..255, got {message.delivery_mode!r} "
             f"and {message.priority!r}"
         ) from None
+    others = message.properties
+    for name, flag in _FLAG_OTHERS if others else ():
+        value = others.get(name)
+        if value is None:
+            continue
+        flags |= flag
+        if name == "timestamp":
+            try:
+                parts.append(_U64.pack(int(value)))
+            except (struct.error, TypeError, ValueError):
+                raise ConfigurationError(f"timestamp must be 0..2**64-1, got {value!r}") from None
+        else:
+            parts.append(_shortstr(str(value), name))
     return _U16.pack(flags) + b"".join(parts)
+
+
+def decode_properties(props: Any) -> dict[str, Any]:
+    """The :data:`PROPERTY_NAMES` set on a received ``Basic.Properties``."""
+    found: dict[str, Any] = {}
+    for name in PROPERTY_NAMES:
+        value = getattr(props, name, None)
+        if value is None:
+            continue
+        if name == "timestamp" and isinstance(value, datetime.datetime):
+            value = calendar.timegm(value.utctimetuple())
+        found[name] = value
+    return found
 
 
 class _EncodedProperties(spec.Basic.Properties):
@@ -498,6 +527,9 @@ class AmqpTransport(TransportBase):
         # refused exchange declare cannot fail publishes in flight on the same channel.
         self._shared: dict[str, AbstractChannel] = {}
         self._shared_lock = asyncio.Lock()
+        #: get(): one channel per queue; its unacknowledged messages are requeued by the
+        #: broker when it (or the connection) closes.
+        self._getters: dict[str, AbstractChannel] = {}
         # Exchanges declared on the current connection (kombu's maybe_declare cache is also
         # per connection); the full spec is the key so a differing redeclare still reaches
         # the broker and gets its 406.
@@ -538,6 +570,7 @@ class AmqpTransport(TransportBase):
             _OURS.reset(token)
         self._declared = set()
         self._shared = {}
+        self._getters = {}
         self._connection = connection
         connection.close_callbacks.add(self._on_connection_closed)
 
@@ -551,6 +584,7 @@ class AmqpTransport(TransportBase):
     async def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
         self._shared = {}
+        self._getters = {}
         self._declared = set()
         if connection is None or connection.is_closed:
             return
@@ -803,6 +837,83 @@ class AmqpTransport(TransportBase):
         # kombu's queue_declare(passive=True), as `rabbitmqctl list_queues` would show it.
         ok = await self._on_queue(name, "passively declaring", passive_declare=True)
         return None if ok is None else (int(ok.message_count), int(ok.consumer_count))
+
+    async def _getter(self, queue: str) -> AbstractChannel:
+        channel = self._getters.get(queue)
+        if channel is None or channel.is_closed:
+            connection = self._require_connection()
+            channel = connection.channel(publisher_confirms=False)
+            await channel.initialize(timeout=self.connect_timeout)
+            self._getters[queue] = channel
+        return channel
+
+    async def _get(self, queue: str) -> Received | None:
+        step = f"getting a message from queue {queue!r}"
+        try:
+            channel = await self._getter(queue)
+            raw = await channel.get_underlay_channel()
+            message = await raw.basic_get(queue, no_ack=False, timeout=self.connect_timeout)
+        except amqp_errors.ChannelNotFoundEntity:
+            self._getters.pop(queue, None)
+            return None
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, step) from exc
+        frame = message.delivery
+        if not isinstance(frame, spec.Basic.GetOk):
+            return None  # Basic.GetEmpty
+        props = message.header.properties
+        delivery = Delivery(
+            message.body,
+            props.content_type,
+            props.content_encoding,
+            normalise_headers(props.headers) if props.headers else {},
+            frame.exchange or "",
+            frame.routing_key or "",
+            props.delivery_mode,
+            props.priority,
+            0,
+            decode_properties(props),
+            bool(frame.redelivered),
+        )
+        tag = int(frame.delivery_tag or 0)
+
+        async def settle(ack: bool) -> None:
+            if channel.is_closed:
+                if ack:
+                    # The broker has requeued it: it will come again (a duplicate, not a loss).
+                    raise ConnectionLostError(
+                        f"channel of {queue!r} closed before the ack: the message was requeued"
+                    )
+                return
+            try:
+                if ack:
+                    await raw.basic_ack(tag)
+                else:
+                    await raw.basic_nack(tag, requeue=True)
+            except DRIVER_ERRORS as exc:
+                raise self._error(exc, f"settling a message of queue {queue!r}") from exc
+
+        return Received(delivery, settle)
+
+    async def _ensure_queue(self, name: str) -> None:
+        if await self._queue_depth(name) is not None:
+            return
+        connection = self._require_connection()
+        channel = connection.channel(publisher_confirms=False)
+        try:
+            await channel.initialize(timeout=self.connect_timeout)
+            raw = await channel.get_underlay_channel()
+            # kombu's Queue defaults (Celery's task_default_queue).
+            await raw.queue_declare(
+                name, durable=True, exclusive=False, auto_delete=False,
+                timeout=self.connect_timeout,
+            )  # fmt: skip
+        except DRIVER_ERRORS as exc:
+            raise self._error(exc, f"declaring queue {name!r}") from exc
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*DRIVER_ERRORS):
+                    await channel.close()
 
     async def _purge_queue(self, name: str) -> int | None:
         # queue.purge removes ready messages only; unacknowledged ones stay with their consumer.

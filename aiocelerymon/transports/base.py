@@ -17,7 +17,7 @@ import random
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -38,6 +38,7 @@ from aiocelerymon.wire.entities import Binding, Delivery, Exchange, Message
 
 __all__ = [
     "QueueDepth",
+    "Received",
     "RetryPolicy",
     "Subscription",
     "SubscriptionBase",
@@ -92,6 +93,46 @@ class QueueDepth:
     name: str
     messages: int
     consumers: int | None
+
+
+class Received:
+    """A message taken from a queue with :meth:`Transport.get`, held until settled.
+
+    ``ack()`` removes it for good; ``requeue()`` gives it back to the queue. A message still
+    held when the connection drops (or the process dies) goes back to its queue by itself
+    (AMQP: the broker; Redis: the next ``get`` on that queue; memory: at disconnect), marked
+    ``redelivered``: nothing taken with ``get`` is ever lost, at most delivered twice.
+    """
+
+    __slots__ = ("_settle", "delivery", "malformed", "settled")
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        settle: Callable[[bool], Awaitable[None]],
+        malformed: str | None = None,
+    ) -> None:
+        self.delivery = delivery
+        self._settle = settle
+        self.settled = False
+        #: Why the message could not be parsed (then ``delivery.body`` is the raw item).
+        self.malformed = malformed
+
+    async def ack(self) -> None:
+        """Remove the message for good (idempotent)."""
+        if not self.settled:
+            await self._settle(True)
+            self.settled = True
+
+    async def requeue(self) -> None:
+        """Give the message back to its queue (idempotent)."""
+        if not self.settled:
+            await self._settle(False)
+            self.settled = True
+
+    def __repr__(self) -> str:
+        d = self.delivery
+        return f"<Received {d.routing_key!r} {len(d.body)} bytes settled={self.settled}>"
 
 
 @runtime_checkable
@@ -212,6 +253,27 @@ class Transport(Protocol):
     async def purge_queue(self, name: str) -> int | None:
         """Delete the messages waiting in task queue ``name`` (never unacknowledged ones);
         returns how many, or None if the queue does not exist.
+
+        Raises:
+            TransportError: the broker failed or refused.
+        """
+        ...
+
+    async def get(self, queue: str) -> Received | None:
+        """Take the next waiting message of task queue ``queue`` (highest priority first), to
+        be settled with :meth:`Received.ack` or :meth:`Received.requeue`; None when the queue is
+        empty or does not exist.
+
+        Raises:
+            TransportError: the broker failed or refused.
+        """
+        ...
+
+    async def ensure_queue(self, name: str) -> None:
+        """Make sure task queue ``name`` exists, creating it as Celery's default queue does
+        (durable, not exclusive, not auto-deleted) when missing; an existing queue is left as
+        it is. Messages published to the default exchange (``""``) with ``name`` as the routing
+        key then reach it on every broker.
 
         Raises:
             TransportError: the broker failed or refused.
@@ -671,6 +733,24 @@ class TransportBase(ABC):
         """See :class:`Transport`."""
         await self._wait_ready()
         return await self._purge_queue(name)
+
+    async def get(self, queue: str) -> Received | None:
+        """See :class:`Transport`."""
+        await self._wait_ready()
+        return await self._get(queue)
+
+    async def ensure_queue(self, name: str) -> None:
+        """See :class:`Transport`."""
+        await self._wait_ready()
+        await self._ensure_queue(name)
+
+    @abstractmethod
+    async def _get(self, queue: str) -> Received | None:
+        """Take one message of ``queue`` with manual acknowledgement."""
+
+    @abstractmethod
+    async def _ensure_queue(self, name: str) -> None:
+        """Declare task queue ``name`` unless it exists."""
 
     @abstractmethod
     async def _queue_depth(self, name: str) -> tuple[int, int | None] | None:

@@ -9,6 +9,7 @@ deleted with their last consumer, and per-queue message TTL.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import deque
@@ -23,7 +24,7 @@ from aiocelerymon.exceptions import (
     ConnectionLostError,
     ResourceLockedError,
 )
-from aiocelerymon.transports.base import SubscriptionBase, TransportBase
+from aiocelerymon.transports.base import Received, SubscriptionBase, TransportBase
 from aiocelerymon.wire.entities import Delivery, Exchange, ExchangeKind, Message
 
 if TYPE_CHECKING:
@@ -134,6 +135,12 @@ class MemoryBroker:
 
     def _disconnect(self, conn: MemoryTransport) -> None:
         self._connections.discard(conn)
+        # What the connection took with get() and did not settle goes back, as AMQP does.
+        for q, delivery in reversed(conn._held):
+            if self._queues.get(q.name) is q:
+                redelivered = dataclasses.replace(delivery, redelivered=True)
+                q.backlog.appendleft((time.monotonic(), redelivered))
+        conn._held.clear()
         for q in list(self._queues.values()):
             q.consumers = [c for c in q.consumers if c.handle is not conn]
             if q.exclusive_owner is conn or (q.auto_delete and not q.consumers):
@@ -237,21 +244,12 @@ def _delivery(message: Message, exchange: str, routing_key: str, generation: int
         delivery_mode=message.delivery_mode,
         priority=message.priority,
         generation=generation,
+        properties=dict(message.properties),
     )
 
 
 def _with_generation(d: Delivery, generation: int) -> Delivery:
-    return Delivery(
-        d.body,
-        d.content_type,
-        d.content_encoding,
-        d.headers,
-        d.exchange,
-        d.routing_key,
-        d.delivery_mode,
-        d.priority,
-        generation,
-    )
+    return dataclasses.replace(d, generation=generation)
 
 
 class MemoryTransport(TransportBase):
@@ -268,6 +266,8 @@ class MemoryTransport(TransportBase):
         super().__init__(parsed, transport_options=transport_options, **kwargs)
         self.broker = MemoryBroker.get(parsed.hostname + parsed.path)
         self._attached = False
+        #: Taken with get(), not settled yet: (queue, delivery).
+        self._held: list[tuple[_Queue, Delivery]] = []
 
     async def _open(self) -> None:
         self.broker._connect(self)
@@ -299,6 +299,38 @@ class MemoryTransport(TransportBase):
         self._require_connection()
         q = self.broker._queues.get(name)
         return None if q is None else (len(q.backlog), len(q.consumers))
+
+    async def _get(self, queue: str) -> Received | None:
+        self._require_connection()
+        q = self.broker._queues.get(queue)
+        if q is None:
+            return None
+        if q.message_ttl is not None:
+            now = time.monotonic()
+            q.backlog = deque(e for e in q.backlog if now - e[0] < q.message_ttl)
+        if not q.backlog:
+            return None
+        # Highest priority first (oldest among equals), as RabbitMQ and kombu's Redis steps do.
+        index = max(range(len(q.backlog)), key=lambda i: (q.backlog[i][1].priority or 0, -i))
+        _stamp, delivery = q.backlog[index]
+        del q.backlog[index]
+        entry = (q, delivery)
+        self._held.append(entry)
+
+        async def settle(ack: bool) -> None:
+            self._require_connection()
+            self._held.remove(entry)
+            if not ack and self.broker._queues.get(q.name) is q:
+                q.backlog.appendleft((time.monotonic(), delivery))
+
+        return Received(delivery, settle)
+
+    async def _ensure_queue(self, name: str) -> None:
+        self._require_connection()
+        if name not in self.broker._queues:
+            self.broker._queues[name] = _Queue(
+                name, exclusive_owner=None, auto_delete=False, message_ttl=None
+            )
 
     async def _purge_queue(self, name: str) -> int | None:
         self._require_connection()

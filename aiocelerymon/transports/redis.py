@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl as _ssl
 from collections import deque
@@ -42,7 +43,7 @@ from aiocelerymon.exceptions import (
     DecodeError,
     TransportError,
 )
-from aiocelerymon.transports.base import SubscriptionBase, TransportBase
+from aiocelerymon.transports.base import Received, SubscriptionBase, TransportBase
 from aiocelerymon.wire.entities import Delivery, Exchange, ExchangeKind, Message
 from aiocelerymon.wire.kombu_redis import RedisNaming, decode_envelope, encode_envelope
 
@@ -69,6 +70,8 @@ BRPOP_GRACE: Final = 10.0
 #: with asyncio.timeout, not redis-py's ``socket_timeout``: that one wraps writes in
 #: ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation (seen in testing).
 COMMAND_TIMEOUT: Final = 10.0
+#: get(): the list a queue's taken, unsettled messages wait in (``<queue>.aiocelerymon.held``).
+HELD_SUFFIX: Final = ".aiocelerymon.held"
 #: Bytes read from the pub/sub socket at once (asyncio's own default is 256 KiB).
 PUBSUB_READ_SIZE: Final = 4 * 1024 * 1024
 #: Replies parsed before the reader yields, so the loop keeps draining the socket meanwhile.
@@ -584,6 +587,9 @@ class RedisTransport(TransportBase):
             raise ConfigurationError(f"not a Redis URL: {parsed.redacted()}")
         super().__init__(parsed, transport_options=transport_options, **kwargs)
         self.naming = RedisNaming.from_options(parsed.db, self.transport_options)
+        #: get(): queues whose held list was recovered, and the payloads recovered.
+        self._recovery_done: set[str] = set()
+        self._recovered: set[bytes] = set()
         self._conn_class, self._conn_kwargs = connection_params(
             parsed,
             ssl,
@@ -998,6 +1004,96 @@ class RedisTransport(TransportBase):
             raise self._map_error(exc) from exc
         # BRPOP consumers are invisible on Redis: unknown, not zero.
         return messages, None
+
+    def _held_key(self, queue: str) -> str:
+        # Not a kombu priority step, so no kombu consumer ever pops from it.
+        return self.naming.key(f"{queue}{HELD_SUFFIX}")
+
+    async def _recover_held(self, client: Redis, queue: str) -> None:
+        """Put back what an interrupted getter (a killed process) held on ``queue``."""
+        held = self._held_key(queue)
+        recovered = 0
+        while True:
+            payload = await _execute(client)("LINDEX", held, -1)
+            if payload is None:
+                break
+            raw = bytes(payload) if not isinstance(payload, bytes) else payload
+            try:
+                priority = decode_envelope(raw).priority or 0
+            except DecodeError:
+                priority = 0
+            # Back to the consuming end of its list (RPUSH: next to be taken), atomically.
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.execute_command("LREM", held, -1, raw)
+                pipe.rpush(self.naming.queue_key(queue, priority), raw)
+                await pipe.execute()
+            self._recovered.add(raw)
+            recovered += 1
+        if recovered:
+            log.warning(
+                "%s: %d message(s) of queue %r were held by an interrupted getter; requeued "
+                "(they may have been handled already)",
+                self.url, recovered, queue,
+            )  # fmt: skip
+
+    async def _get(self, queue: str) -> Received | None:
+        client = self._require_client()
+        held = self._held_key(queue)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                if queue not in self._recovery_done:
+                    await self._recover_held(client, queue)
+                    self._recovery_done.add(queue)
+                payload = None
+                for key in self.naming.queue_keys(queue):
+                    # Atomic: a message is always in its queue or in our held list.
+                    payload = await _execute(client)("RPOPLPUSH", key, held)
+                    if payload is not None:
+                        origin = key
+                        break
+        except (rexc.RedisError, OSError) as exc:
+            raise self._map_error(exc) from exc
+        if payload is None:
+            return None
+        raw: bytes = payload if isinstance(payload, bytes) else bytes(payload)
+        malformed = None
+        try:
+            delivery = decode_envelope(raw)
+        except DecodeError as exc:
+            malformed = str(exc)
+            delivery = Delivery(raw, None, None, {}, "", queue)
+        if raw in self._recovered:
+            self._recovered.discard(raw)
+            delivery = dataclasses.replace(delivery, redelivered=True)
+
+        async def settle(ack: bool) -> None:
+            client = self._require_client()
+            try:
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    async with client.pipeline(transaction=True) as pipe:
+                        pipe.execute_command("LREM", held, -1, raw)
+                        if not ack:
+                            pipe.rpush(origin, raw)
+                        await pipe.execute()
+            except (rexc.RedisError, OSError) as exc:
+                raise self._map_error(exc) from exc
+
+        return Received(delivery, settle, malformed)
+
+    async def _ensure_queue(self, name: str) -> None:
+        # A Redis queue is a list, created by the first LPUSH (the default exchange routes by
+        # queue name). What makes an empty one known is a binding: Celery's declare of a
+        # default queue, exchange and routing key named like the queue.
+        client = self._require_client()
+        if await self._queue_known(client, name):
+            return
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await _execute(client)(
+                    "SADD", self.naming.binding_key(name), self.naming.binding_member(name, name)
+                )
+        except (rexc.RedisError, OSError) as exc:
+            raise self._map_error(exc) from exc
 
     async def _purge_queue(self, name: str) -> int | None:
         client = self._require_client()

@@ -12,7 +12,21 @@ from typing import Any
 
 from aiocelerymon.exceptions import ConfigurationError
 
-__all__ = ["Binding", "Delivery", "Exchange", "ExchangeKind", "Message"]
+__all__ = ["PROPERTY_NAMES", "Binding", "Delivery", "Exchange", "ExchangeKind", "Message"]
+
+#: The other AMQP basic properties a message may carry (Celery's task messages use
+#: ``correlation_id`` and ``reply_to``), in AMQP's flag order; values are str, except
+#: ``timestamp`` (int seconds).
+PROPERTY_NAMES = (
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+)
 
 #: Header values are whatever JSON (and AMQP field tables) can carry.
 Headers = Mapping[str, Any]
@@ -74,6 +88,8 @@ class Message:
     #: 1 = transient (replies, events), 2 = persistent (kombu's default, used for requests).
     delivery_mode: int = 1
     priority: int = 0
+    #: Any of :data:`PROPERTY_NAMES` (what ``migrate`` carries over unchanged).
+    properties: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +105,8 @@ class Delivery:
     delivery_mode: int | None = None
     priority: int | None = None
     generation: int = 0
+    #: Any of :data:`PROPERTY_NAMES` the message carried.
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    #: The broker delivered it before (AMQP ``redelivered``; a Redis message recovered from an
+    #: interrupted ``get``): it may have been handled already.
+    redelivered: bool = False

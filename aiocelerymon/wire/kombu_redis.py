@@ -17,7 +17,7 @@ from typing import Any
 
 from aiocelerymon.exceptions import ConfigurationError, DecodeError
 from aiocelerymon.wire import codec
-from aiocelerymon.wire.entities import Delivery, Message
+from aiocelerymon.wire.entities import PROPERTY_NAMES, Delivery, Message
 
 _b64decode: Callable[..., bytes]
 try:
@@ -175,6 +175,14 @@ def encode_envelope(
             "delivery_tag": delivery_tag or str(uuid.uuid4()),
         },
     }
+    if message.properties:
+        # kombu keeps correlation_id, reply_to, ... next to its own keys (Message.properties).
+        props = envelope["properties"]
+        assert isinstance(props, dict)
+        for name in PROPERTY_NAMES:
+            value = message.properties.get(name)
+            if value is not None:
+                props[name] = value
     return codec.dumps(envelope)
 
 
@@ -225,6 +233,7 @@ def decode_envelope(raw: bytes | str, *, generation: int = 0) -> Delivery:
         delivery_mode=_opt_int(props.get("delivery_mode")),
         priority=_opt_int(props.get("priority")),
         generation=generation,
+        properties={n: props[n] for n in PROPERTY_NAMES if props.get(n) is not None},
     )
 
 

@@ -304,3 +304,85 @@ class TransportContract:
         # The queue still routes: a new message is waiting after the purge.
         await t.publish(msg(b'"after"', delivery_mode=2), ex, "work")
         await self._depth_reaches(t, name, 1)
+
+    # -- get with manual acknowledgement (migrate) -------------------------------------------
+
+    async def test_get_ack_requeue_and_properties(self, make_transport: MakeTransport) -> None:
+        t = await make_transport()
+        name = f"t.getq.{uid()}"
+        await t.ensure_queue(name)
+        await t.ensure_queue(name)  # idempotent, leaves it as it is
+        props = {"correlation_id": "c-1", "reply_to": "r.q", "message_id": "m-1"}
+        sent = [
+            msg(b'{"n": %d}' % n, delivery_mode=2, headers={"task": "t.x", "n": n},
+                properties=props)
+            for n in range(3)
+        ]  # fmt: skip
+        for m in sent:
+            await t.publish(m, Exchange("", ExchangeKind.DIRECT), name)
+        await self._depth_reaches(t, name, 3)
+        first = await t.get(name)
+        assert first is not None and first.malformed is None
+        d = first.delivery
+        assert (d.body, d.content_type, d.content_encoding) == (b'{"n": 0}', "application/json",
+                                                               "utf-8")  # fmt: skip
+        assert d.headers == {"task": "t.x", "n": 0}
+        assert (d.delivery_mode, d.routing_key) == (2, name)
+        assert {k: d.properties.get(k) for k in props} == props
+        assert not d.redelivered
+        # Taken is not gone: held until settled, and not handed out twice meanwhile.
+        second = await t.get(name)
+        assert second is not None and second.delivery.body == b'{"n": 1}'
+        await first.ack()
+        await second.requeue()
+        again = await t.get(name)
+        assert again is not None and again.delivery.body in (b'{"n": 1}', b'{"n": 2}')
+        await again.ack()
+        last = await t.get(name)
+        assert last is not None
+        await last.ack()
+        assert {again.delivery.body, last.delivery.body} == {b'{"n": 1}', b'{"n": 2}'}
+        assert await t.get(name) is None
+        depth = await t.queue_depth(name)
+        assert depth is not None and depth.messages == 0
+
+    async def test_get_prefers_higher_priority(self, make_transport: MakeTransport) -> None:
+        t = await make_transport()
+        ex, name = await self._kept_queue(t)
+        await t.publish(msg(b'"low"', delivery_mode=2, priority=0), ex, "work")
+        await t.publish(msg(b'"high"', delivery_mode=2, priority=9), ex, "work")
+        await self._depth_reaches(t, name, 2)
+        bodies = []
+        while (got := await t.get(name)) is not None:
+            bodies.append((got.delivery.body, got.delivery.priority))
+            await got.ack()
+        assert sorted(bodies) == [(b'"high"', 9), (b'"low"', 0)]
+
+    async def test_get_from_a_missing_queue_is_none(self, make_transport: MakeTransport) -> None:
+        t = await make_transport()
+        assert await t.get(f"t.missing.{uid()}") is None
+        # The transport is still usable.
+        ex, name = await self._kept_queue(t)
+        await t.publish(msg(b"1", delivery_mode=2), ex, "work")
+        await self._depth_reaches(t, name, 1)
+        got = await t.get(name)
+        assert got is not None
+        await got.ack()
+
+    async def test_unsettled_messages_come_back_after_the_getter_is_gone(
+        self, make_transport: MakeTransport
+    ) -> None:
+        taker, other = await make_transport(), await make_transport()
+        ex, name = await self._kept_queue(taker)
+        await taker.publish(msg(b'"held"', delivery_mode=2), ex, "work")
+        await self._depth_reaches(taker, name, 1)
+        held = await taker.get(name)
+        assert held is not None
+        await taker.aclose()  # as if the process died before acknowledging
+        async with asyncio.timeout(DEADLINE):
+            while (back := await other.get(name)) is None:
+                await asyncio.sleep(0.01)  # RabbitMQ requeues once it noticed the close
+        assert back.delivery.body == b'"held"'
+        assert back.delivery.redelivered
+        await back.ack()
+        assert await other.get(name) is None
