@@ -20,6 +20,7 @@ Usage::
     aiocelerymon result  [-t TASK] [--traceback] [-j] [--wait SECONDS] TASK_ID
     aiocelerymon migrate [-n N] [-t SECONDS] [-a] [-T TASKS] [-Q QUEUES] [-F] SOURCE DEST
     aiocelerymon shell   [--without-tasks]
+    aiocelerymon serve   [--address HOST] [--port PORT] [--url-prefix PATH] ...
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
 ``events`` without ``--dump``/``--camera`` opens the live monitor (the ``tui`` extra).
@@ -46,6 +47,7 @@ from aiocelerymon.cli import (
     purge,
     queues,
     result,
+    serve,
     shell,
     status,
 )
@@ -97,6 +99,7 @@ VERBS: tuple[Verb, ...] = (
     result.VERB,
     migrate.VERB,
     shell.VERB,
+    serve.VERB,
     demo.VERB,
 )
 _BY_NAME = {verb.name: verb for verb in VERBS}
