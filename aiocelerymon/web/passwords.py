@@ -63,7 +63,7 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ConfigurationError("malformed base64 in a password hash") from exc
 
