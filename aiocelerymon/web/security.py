@@ -80,11 +80,11 @@ __all__ = [
     "SecurityMiddleware",
     "SecuritySettings",
     "add_security_options",
-    "audit_log",
     "check_bind",
     "is_loopback",
     "load_credentials",
     "security_settings_from_args",
+    "uvicorn_options",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -94,7 +94,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("aiocelerymon.web.security")
-audit_logger = logging.getLogger("aiocelerymon.web.audit")
 
 SESSION_COOKIE: Final = "aiocelerymon_session"
 CSRF_COOKIE: Final = "aiocelerymon_csrf"
@@ -539,6 +538,16 @@ class SecuritySettings:
 
 # ------------------------------------------------------------------------------------------
 # Binding
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.Config`` that leave every security decision to us.
+
+    uvicorn's own proxy-header handling trusts ``127.0.0.1`` by default, which would let any
+    local process (or a local proxy passing headers through) choose the client address and
+    scheme before :class:`SecurityMiddleware` sees them; ``--forwarded-allow-ips`` is ours.
+    """
+    return {"proxy_headers": False, "server_header": False}
 
 
 def is_loopback(address: str) -> bool:
@@ -1327,7 +1336,12 @@ class SecurityMiddleware:
         await self._refuse(scope, send, 401, "authentication required", challenge=navigating)
 
     async def _too_many(self, scope: Scope, send: Send, wait: float) -> None:
-        logger.warning("too many failed authentications; refusing for %.0f s", wait)
+        client = scope.get("client")
+        logger.warning(
+            "too many failed authentications from %s; refusing for %.0f s",
+            client[0] if client else "unknown",
+            wait,
+        )
         retry = str(max(1, math.ceil(wait))).encode()
         await self._refuse(
             scope, send, 429, "too many failed attempts", extra=[(b"retry-after", retry)]
@@ -1449,40 +1463,6 @@ async def _read_form(receive: Receive, headers: Mapping[str, str]) -> dict[str, 
     except (UnicodeDecodeError, ValueError):
         return None
     return dict(pairs)
-
-
-# ------------------------------------------------------------------------------------------
-# Audit
-
-
-def audit_log(request: Any, action: str, destination: object, replies: object) -> None:
-    """One line on logger ``aiocelerymon.web.audit``: who, from where, what, to whom, replies.
-
-    ``request`` is a Starlette request (or an ASGI scope); ``replies`` anything JSON-able,
-    e.g. ``{node: reply}``. The line is bounded in length.
-    """
-    scope = request if isinstance(request, Mapping) else getattr(request, "scope", {})
-    user = scope.get("user")
-    who = getattr(user, "display_name", None) or "anonymous"
-    role = str(getattr(user, "role", ""))
-    client = scope.get("client")
-    address = client[0] if client else "unknown"
-    if isinstance(destination, Iterable) and not isinstance(destination, str):
-        target = ",".join(str(d) for d in destination) or "all"
-    else:
-        target = str(destination) if destination else "all"
-    summary = json.dumps(replies, default=str, sort_keys=True, separators=(",", ":"))
-    if len(summary) > 2000:
-        summary = summary[:2000] + "..."
-    audit_logger.info(
-        "user=%s role=%s client=%s action=%s destination=%s replies=%s",
-        who,
-        role,
-        address,
-        action,
-        target,
-        summary,
-    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Security settings: the command line and its env variables, credentials files, check_bind,
-the failure limiter's bounds and the audit line."""
+and the failure limiter's bounds."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from aiocelerymon.web.security import (
     Role,
     SecuritySettings,
     add_security_options,
-    audit_log,
     check_bind,
     is_loopback,
     load_credentials,
@@ -344,7 +343,7 @@ def test_limiter_memory_is_bounded():
 
 
 # ------------------------------------------------------------------------------------------
-# Principal and audit
+# Principal
 
 
 def test_principal():
@@ -355,27 +354,6 @@ def test_principal():
     assert str(Role.VIEWER) == "viewer"
     with pytest.raises(ConfigurationError):
         Role.parse("admin")
-
-
-def test_audit_log_line(caplog):
-    scope = {"user": Principal("alice", Role.OPERATOR, "session"), "client": ("192.0.2.7", 5)}
-
-    class Request:
-        pass
-
-    request = Request()
-    request.scope = scope  # type: ignore[attr-defined]
-    with caplog.at_level(logging.INFO, logger="aiocelerymon.web.audit"):
-        audit_log(request, "revoke", ["w1@h", "w2@h"], {"w1@h": {"ok": "revoked"}, "w2@h": None})
-        audit_log({}, "shutdown", None, {"x": "y" * 5000})
-    first, second = (r.getMessage() for r in caplog.records)
-    assert first == (
-        "user=alice role=operator client=192.0.2.7 action=revoke destination=w1@h,w2@h "
-        'replies={"w1@h":{"ok":"revoked"},"w2@h":null}'
-    )
-    assert second.startswith("user=anonymous role= client=unknown action=shutdown destination=all")
-    assert len(second) < 2200
-    assert all(r.name == "aiocelerymon.web.audit" for r in caplog.records)
 
 
 def test_password_user_repr():
