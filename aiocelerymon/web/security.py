@@ -903,7 +903,9 @@ class SecurityMiddleware:
     def _is_public(self, rel: str) -> bool:
         if rel in PUBLIC_PATHS or rel.startswith(STATIC_PREFIX):
             return True
-        return self.settings.metrics_public and rel == METRICS_PATH
+        # /metrics/ too: an ASGI app mounted at /metrics answers there (Starlette's Mount).
+        metrics = rel == METRICS_PATH or rel.startswith(METRICS_PATH + "/")
+        return self.settings.metrics_public and metrics
 
     # -- proxies -------------------------------------------------------------------------------
 

@@ -194,6 +194,8 @@ def test_public_paths(make_client):
 def test_metrics_public(make_client):
     client = make_client(settings(metrics_public=True))
     assert client.get("/metrics").text == "celery_workers 1\n"
+    assert client.get("/metrics/x").status_code == 404  # public, and not there
+    assert client.get("/metricsx").status_code == 401
     assert client.get("/api/workers").status_code == 401
 
 
