@@ -83,6 +83,8 @@ __all__ = [
     "check_bind",
     "is_loopback",
     "load_credentials",
+    "parse_api_token",
+    "parse_basic_auth",
     "security_settings_from_args",
     "uvicorn_options",
 ]
