@@ -269,10 +269,10 @@ async def _run(ctx: Context) -> int:
     security = _security()
     settings = None
     if security is not None:
-        settings = security.security_settings_from_args(invocation.namespace)
         try:
+            settings = security.security_settings_from_args(invocation.namespace)
             security.check_bind(invocation.address, settings)
-        except ValueError as exc:
+        except ValueError as exc:  # ConfigurationError: a bad flag, file or bind; no secret
             raise UsageError(str(exc)) from exc
     elif not is_loopback(invocation.address) and not invocation.insecure_no_auth:
         raise UsageError(

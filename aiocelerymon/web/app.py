@@ -159,8 +159,9 @@ def create_app(
     if security is not None:
         # The security layer is its own module (aiocelerymon.web.security): a pure ASGI
         # middleware that decides by method and path, relative to the prefix.
+        # It is told this app's prefix, whatever the settings say, so the two never disagree.
         middleware = importlib.import_module("aiocelerymon.web.security").SecurityMiddleware
-        app.add_middleware(middleware, settings=security)
+        app.add_middleware(middleware, settings=security, url_prefix=prefix)
     return app
 
 
