@@ -17,6 +17,8 @@ from aiocelerymon.cli._common import (
     _execute,
     _Parser,
     _transport_option,
+    check_number,
+    positive_float,
 )
 from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
@@ -72,14 +74,12 @@ def _split_destination(value: str | None) -> list[str] | None:
 def _remote_invocation(ns: argparse.Namespace, sns: argparse.Namespace, sub: _Parser) -> Invocation:
     prefix = f"CELERY_{ns.subcommand.upper()}_"
     raw_timeout = sns.timeout if sns.timeout is not None else _env(prefix + "TIMEOUT")
-    try:
-        timeout = DEFAULT_TIMEOUT if raw_timeout is None else float(raw_timeout)
-    except ValueError:
-        raise UsageError(
-            f"Invalid value for '-t' / '--timeout': {raw_timeout!r} is not a valid float.",
-            sub.usage,
-            sub.help_command,
-        ) from None
+    # Checked here, not by argparse: CELERY_<VERB>_TIMEOUT needs the same check.
+    timeout = (
+        DEFAULT_TIMEOUT
+        if raw_timeout is None
+        else check_number(positive_float, raw_timeout, "-t/--timeout", sub)
+    )
     invocation = Invocation(
         subcommand=ns.subcommand,
         app=ns.app or _env("APP", "CELERY_APP"),

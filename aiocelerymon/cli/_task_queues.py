@@ -6,7 +6,13 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from aiocelerymon.cli._common import DEFAULT_TIMEOUT, CommandError, Invocation, _Parser
+from aiocelerymon.cli._common import (
+    DEFAULT_TIMEOUT,
+    CommandError,
+    Invocation,
+    _Parser,
+    positive_float,
+)
 from aiocelerymon.client import Client
 
 
@@ -21,7 +27,7 @@ def _queue_options(parser: _Parser, title: str, verb: str) -> argparse._Argument
         help=f"Comma-separated queue names not to {verb}.",
     )  # fmt: skip
     group.add_argument(
-        "-t", "--timeout", metavar="SECONDS", type=float, default=DEFAULT_TIMEOUT,
+        "-t", "--timeout", metavar="SECONDS", type=positive_float, default=DEFAULT_TIMEOUT,
         help=f"How long workers get to answer active_queues (default {DEFAULT_TIMEOUT}).",
     )  # fmt: skip
     group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")

@@ -13,6 +13,8 @@ from aiocelerymon.cli._common import (
     Verb,
     _broker_chore_invocation,
     _Parser,
+    positive_float,
+    positive_int,
 )
 from aiocelerymon.cli._monitor import _check_tui, _run_monitor
 from aiocelerymon.cli._output import Output, _isatty
@@ -36,13 +38,17 @@ def _demo_parser(prog: str) -> _Parser:
     group = parser.add_argument_group("demo options")
     group.add_argument("-d", "--dump", action="store_true", help="Print the events instead.")
     group.add_argument("-j", "--json", action="store_true", help="With --dump: JSON lines.")
-    group.add_argument("--limit", type=int, metavar="N", help="Stop after N events.")
+    group.add_argument("--limit", type=positive_int, metavar="N", help="Stop after N events.")
     group.add_argument(
-        "--duration", type=float, metavar="SECONDS",
+        "--duration", type=positive_float, metavar="SECONDS",
         help=f"Stop after SECONDS (default without a terminal: {DEMO_DURATION:g}).",
     )  # fmt: skip
     group.add_argument(
-        "--rate", type=float, default=4.0, metavar="N", help="Tasks per second (default 4)."
+        "--rate",
+        type=positive_float,
+        default=4.0,
+        metavar="N",
+        help="Tasks per second (default 4).",
     )
     group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
     return parser

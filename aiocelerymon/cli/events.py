@@ -16,6 +16,9 @@ from aiocelerymon.cli._common import (
     _execute,
     _Parser,
     _transport_option,
+    positive_float,
+    positive_int,
+    positive_rate,
 )
 from aiocelerymon.cli._monitor import _check_tui, _run_monitor
 from aiocelerymon.cli._output import Output
@@ -40,12 +43,17 @@ def _events_parser(prog: str) -> _Parser:
     )
     group.add_argument("-c", "--camera", metavar="CLASS", help="Camera class (module.Class).")
     group.add_argument(
-        "-F", "--frequency", "--freq", metavar="SECONDS", type=float, default=1.0,
+        "-F", "--frequency", "--freq", metavar="SECONDS", type=positive_float, default=1.0,
         help="Camera shutter frequency (default 1.0).",
     )  # fmt: skip
-    group.add_argument("-r", "--maxrate", metavar="RATE", help="Camera rate limit, e.g. 10/s.")
-    group.add_argument("--limit", type=int, metavar="N", help="Stop after N events.")
-    group.add_argument("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
+    group.add_argument(
+        "-r", "--maxrate", metavar="RATE", type=positive_rate,
+        help="Camera rate limit, e.g. 10/s.",
+    )  # fmt: skip
+    group.add_argument("--limit", type=positive_int, metavar="N", help="Stop after N events.")
+    group.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="Stop after SECONDS."
+    )
     group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
     return parser
 

@@ -15,6 +15,8 @@ from aiocelerymon.cli._common import (
     _broker_chore_invocation,
     _execute,
     _Parser,
+    positive_float,
+    positive_int,
 )
 from aiocelerymon.cli._output import Output, _isatty
 from aiocelerymon.cli._task_queues import _queue_options, task_queues
@@ -32,10 +34,12 @@ def _queues_parser(prog: str) -> _Parser:
     group = _queue_options(parser, "queue options", "show")
     group.add_argument("-j", "--json", action="store_true", help="Print JSON.")
     group.add_argument(
-        "-w", "--watch", metavar="SECONDS", nargs="?", type=float, const=2.0,
+        "-w", "--watch", metavar="SECONDS", nargs="?", type=positive_float, const=2.0,
         help="Refresh every SECONDS (default 2) until interrupted.",
     )  # fmt: skip
-    group.add_argument("--count", type=int, metavar="N", help="With --watch: stop after N.")
+    group.add_argument(
+        "--count", type=positive_int, metavar="N", help="With --watch: stop after N."
+    )
     return parser
 
 
