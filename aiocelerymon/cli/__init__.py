@@ -38,6 +38,7 @@ from aiocelerymon.cli import control, demo, events, inspect, purge, queues, stat
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
+    EX_SIGPIPE,
     EX_UNAVAILABLE,
     EX_USAGE,
     CommandError,
@@ -58,6 +59,7 @@ from aiocelerymon.cli._output import Output
 __all__ = [
     "EX_FAILURE",
     "EX_OK",
+    "EX_SIGPIPE",
     "EX_UNAVAILABLE",
     "EX_USAGE",
     "VERBS",
@@ -247,6 +249,14 @@ def _cli_logging(stderr: IO[str]) -> Iterator[None]:
             root.removeHandler(silencer)
 
 
+def _on_interrupt(args: Sequence[str], prog: str) -> int | None:
+    """The exit status of the interrupted verb, if it ends quietly on Ctrl-C."""
+    with contextlib.suppress(UsageError, _Exit):
+        verb = _BY_NAME.get(_top_parser(prog).parse_args(list(args)).subcommand)
+        return None if verb is None else verb.on_interrupt
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``aiocelerymon`` / ``python -m aiocelerymon``."""
     prog = _prog() if argv is None else "aiocelerymon"
@@ -255,12 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _cli_logging(sys.stderr):
             return asyncio.run(run(args, prog=prog))
     except KeyboardInterrupt:
+        code = _on_interrupt(args, prog)
+        if code is not None:
+            return code
         with contextlib.suppress(Exception):
             sys.stderr.write("Aborted!\n")
         return EX_FAILURE
     except BrokenPipeError:
-        # `aiocelerymon inspect stats | head`: stop quietly, like a well-behaved filter.
+        # `aiocelerymon events --dump | head`: the reader is gone, so stop at once and quietly,
+        # as Unix filters do when SIGPIPE ends them (the shell's status 128 + 13). Python's
+        # advice: point stdout at devnull, or the interpreter's last flush complains on stderr.
         with contextlib.suppress(Exception):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-        return EX_FAILURE
+        return EX_SIGPIPE

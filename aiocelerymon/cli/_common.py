@@ -34,6 +34,8 @@ EX_FAILURE = 1
 EX_USAGE = 2
 #: BSD ``EX_UNAVAILABLE``: what Celery exits with when no node answered or the broker is down.
 EX_UNAVAILABLE = 69
+#: Our reader closed the pipe: what the shell reports for a filter that SIGPIPE ended.
+EX_SIGPIPE = 128 + 13
 
 #: Celery's broker when neither ``-b``, ``CELERY_BROKER_URL`` nor the app name one.
 DEFAULT_BROKER_URL = "amqp://guest@localhost//"
@@ -180,6 +182,9 @@ class Verb:
     invocation: Callable[[argparse.Namespace, argparse.Namespace, _Parser], Invocation]
     #: Runs it; returns the exit status.
     run: Callable[[Context], Awaitable[int]]
+    #: Ctrl-C: None prints click's ``Aborted!`` and exits 1 (``celery inspect``); a status
+    #: ends quietly with it (``celery events`` exits 0).
+    on_interrupt: int | None = None
 
 
 # ------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import importlib
-import json
 
 from aiocelerymon.cli._common import (
     EX_OK,
@@ -20,10 +21,10 @@ from aiocelerymon.cli._common import (
     positive_int,
     positive_rate,
 )
-from aiocelerymon.cli._monitor import _check_tui, _run_monitor
+from aiocelerymon.cli._monitor import _check_tui, _run_monitor, start_dump, wants_monitor
 from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
-from aiocelerymon.events import Camera, Dumper, State
+from aiocelerymon.events import Camera, State
 
 
 def _events_parser(prog: str) -> _Parser:
@@ -39,7 +40,7 @@ def _events_parser(prog: str) -> _Parser:
     group = parser.add_argument_group("event options")
     group.add_argument("-d", "--dump", action="store_true", help="Print every event.")
     group.add_argument(
-        "-j", "--json", action="store_true", help="With --dump: one JSON object per line."
+        "-j", "--json", action="store_true", help="Dump the events as JSON lines (implies --dump)."
     )
     group.add_argument("-c", "--camera", metavar="CLASS", help="Camera class (module.Class).")
     group.add_argument(
@@ -106,13 +107,22 @@ async def _run_events(client: Client, invocation: Invocation, out: Output) -> in
         camera = cls(state, freq=invocation.frequency, maxrate=invocation.maxrate)
         await camera.start()
     else:
-        out.echo("-> evdump: starting capture...")
-        if invocation.json:
-            receiver.handlers["*"] = lambda ev: out.echo(json.dumps(ev, default=str))
-        else:
-            receiver.handlers["*"] = Dumper(out.stdout).on_event
+        start_dump(receiver, invocation, out)
     try:
-        await receiver.capture(limit=invocation.limit, timeout=invocation.duration)
+        capture = receiver.capture(limit=invocation.limit, timeout=invocation.duration)
+        if camera is None:
+            await capture
+        else:
+            # A camera whose output is closed ends the command at once (BrokenPipeError).
+            tasks = [asyncio.ensure_future(capture), asyncio.ensure_future(camera.wait())]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                task.result()
     finally:
         if camera is not None:
             await camera.aclose()
@@ -121,8 +131,10 @@ async def _run_events(client: Client, invocation: Invocation, out: Output) -> in
 
 async def _run(ctx: Context) -> int:
     invocation, out = ctx.invocation, ctx.out
-    if not (invocation.dump or invocation.camera):
+    if wants_monitor(invocation, out):
         _check_tui()
+    elif not invocation.camera:
+        invocation = dataclasses.replace(invocation, dump=True)
     # A monitor waits for its broker, as `celery events` does (kombu's
     # ensure_connection): one warning per outage, then it comes up by itself.
     return await _execute(
@@ -136,4 +148,6 @@ VERB = Verb(
     parser=_events_parser,
     invocation=lambda ns, sns, _sub: _events_invocation(ns, sns),
     run=_run,
+    # `celery events` (dump, camera or curses) ends quietly with 0 on Ctrl-C.
+    on_interrupt=EX_OK,
 )

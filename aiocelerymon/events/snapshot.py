@@ -10,7 +10,6 @@ the State after each shot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -106,8 +105,24 @@ class Camera:
             await asyncio.sleep(interval)
             try:
                 await action()
+            except BrokenPipeError:
+                # The camera's output was closed: every further shot would fail too. The
+                # timer ends with the error; :meth:`wait` and :meth:`aclose` raise it.
+                raise
             except Exception:
                 log.exception("camera %s failed", getattr(action, "__name__", action))
+
+    async def wait(self) -> None:
+        """Until a timer ends on an error it cannot survive (a closed output: BrokenPipeError),
+        which is raised; forever while the camera runs."""
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     async def start(self) -> None:
         """Start the shutter and cleanup timers."""
@@ -123,9 +138,16 @@ class Camera:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
+        failed: BaseException | None = None
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except BrokenPipeError as exc:
+                failed = exc
+        if failed is not None:
+            raise failed  # no last shot: its output is gone
         if tasks:
             await self.capture()
 

@@ -260,7 +260,12 @@ async def test_events_command_without_textual_is_one_line(monkeypatch) -> None:
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "textual" else real(name)
     )
-    out, err = io.StringIO(), io.StringIO()
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # On a terminal (without one, `events` dumps instead: cli/_monitor.py).
+    out, err = Terminal(), io.StringIO()
     code = await cli.run(["-b", "memory://x", "events"], stdout=out, stderr=err)
     assert code == cli.EX_USAGE
     assert (
