@@ -260,6 +260,7 @@ async def test_events_command_without_textual_is_one_line(monkeypatch) -> None:
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "textual" else real(name)
     )
+
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
