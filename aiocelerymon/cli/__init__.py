@@ -50,6 +50,7 @@ from aiocelerymon.cli._common import (
     _Exit,
     _ExitWith,
     _Parser,
+    app_for,
     build_client,
     catalogue_for,
     load_app,
@@ -202,7 +203,7 @@ async def run(
     try:
         invocation, sub = parse_args(argv, prog)
         out.no_color, out.quiet = invocation.no_color, invocation.quiet
-        app = load_app(invocation.app) if invocation.app else None
+        app = app_for(invocation)
         catalogue = catalogue_for(app)
         verb = _BY_NAME[invocation.subcommand]
         return await verb.run(Context(invocation, sub, app, catalogue, out, stdin))

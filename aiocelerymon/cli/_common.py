@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -349,6 +350,53 @@ def load_app(spec: str) -> Any:
         raise UsageError(
             f"Cannot load the Celery app {spec!r}; importing it failed:\n{traceback.format_exc()}"
         ) from exc
+
+
+def load_config_app(module: str) -> Any:
+    """Celery's default app configured from ``module``: ``--config``/``CELERY_CONFIG_MODULE``
+    without ``-A``, as ``celery --config MODULE status`` honours it.
+
+    The module is imported from the working directory, as Celery's loader does. Unlike Celery,
+    which silently falls back to its default broker, a module that cannot be imported is an
+    error.
+
+    Raises:
+        UsageError: Celery is missing, or the module cannot be imported.
+    """
+    try:
+        celery = importlib.import_module("celery")
+    except ImportError as exc:
+        raise UsageError(f"--config/CELERY_CONFIG_MODULE needs Celery installed: {exc}.") from exc
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise UsageError(
+                f"Cannot import the configuration module {module!r}:\n{traceback.format_exc()}"
+            ) from exc
+        raise UsageError(
+            f"Cannot import the configuration module {module!r} "
+            f"(--config/CELERY_CONFIG_MODULE): no module {module!r}."
+        ) from exc
+    except Exception as exc:
+        raise UsageError(
+            f"Cannot import the configuration module {module!r}:\n{traceback.format_exc()}"
+        ) from exc
+    app = celery.Celery(set_as_current=False)
+    app.config_from_object(module)
+    return app
+
+
+def app_for(invocation: Invocation) -> Any:
+    """The Celery app of a command line: ``-A``; else, as Celery, one configured from
+    ``--config``/``CELERY_CONFIG_MODULE``; else None (``-b``/``CELERY_BROKER_URL``/default)."""
+    if invocation.app:
+        return load_app(invocation.app)
+    config = os.environ.get("CELERY_CONFIG_MODULE")
+    return load_config_app(config) if config else None
 
 
 def catalogue_for(app: Any) -> dict[str, Command]:

@@ -604,6 +604,48 @@ async def test_app_configures_the_client_and_adds_custom_commands(
     assert elsewhere.code == 69
 
 
+@pytest.mark.parametrize("how", ["--config", "CELERY_CONFIG_MODULE"])
+async def test_config_module_without_app_configures_the_client(
+    how: str,
+    broker: str,
+    nodes: Callable[..., Responder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`celery --config MODULE status` (or CELERY_CONFIG_MODULE) without -A: Celery's default
+    app reads the module, from the working directory."""
+    module = f"cliconfig_{uuid.uuid4().hex[:8]}"
+    # parse_args exports --config as CELERY_CONFIG_MODULE (as Celery does): undone afterwards.
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", "")
+    (tmp_path / f"{module}.py").write_text(
+        f"broker_url = {broker!r}\ncontrol_exchange = 'cfgops'\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    responder = nodes(N1, namespace="cfgops")
+    await started(responder)
+    if how == "--config":
+        result = await run_cli("--config", module, "status", "-d", N1)
+    else:
+        monkeypatch.setenv("CELERY_CONFIG_MODULE", module)
+        result = await run_cli("status", "-d", N1)
+    assert (result.code, result.out) == (0, f"->  {N1}: OK\n\n1 node online.\n"), result.err
+    # -b still wins over the module's broker.
+    elsewhere = await run_cli("--config", module, "-b", "memory://empty", "status", "-t", "0.1")
+    assert elsewhere.code == 69
+
+
+async def test_config_module_that_cannot_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", "")
+    # Celery silently falls back to amqp://localhost here; we say why instead.
+    result = await run_cli("--config", "no_such_config_for_cli_test", "status")
+    assert result.code == 2
+    assert result.err == (
+        "Error: Cannot import the configuration module 'no_such_config_for_cli_test' "
+        "(--config/CELERY_CONFIG_MODULE): no module 'no_such_config_for_cli_test'.\n"
+    )
+
+
 async def test_custom_command_needs_the_app(broker: str) -> None:
     result = await run_cli("-b", broker, "inspect", "not_registered_anywhere")
     assert result.code == 2
