@@ -325,11 +325,35 @@ async def test_no_reply_exits_69(
 async def test_a_node_that_never_replies_exits_69(
     broker: str, nodes: Callable[..., Responder]
 ) -> None:
-    responder = nodes(N1, answers={"ping": {"ok": "pong"}, "shutdown": NO_REPLY})
+    responder = nodes(N1, answers={"ping": {"ok": "pong"}, "heartbeat": NO_REPLY})
     await started(responder)
-    result = await run_cli("-b", broker, "control", "shutdown", "-t", "0.2", "-j")
+    result = await run_cli("-b", broker, "control", "heartbeat", "-t", "0.2", "-j")
     assert result.code == 69
-    assert [r["method"] for r in responder.requests] == ["shutdown"]
+    assert [r["method"] for r in responder.requests] == ["heartbeat"]
+
+
+async def test_shutdown_says_what_it_sent_and_exits_0(
+    broker: str, nodes: Callable[..., Responder]
+) -> None:
+    """Workers never answer shutdown: Celery's "No nodes replied" (exit 69) is wrong there."""
+    responder = nodes(N1, answers={"shutdown": NO_REPLY})
+    await started(responder)
+    result = await run_cli("-b", broker, "control", "shutdown", "-d", N1)
+    assert (result.code, result.out, result.err) == (
+        0,
+        f"Sent shutdown to {N1} (workers do not answer it).\n",
+        "",
+    )
+    everyone = await run_cli("-b", broker, "control", "shutdown", "-j")
+    assert (everyone.code, json.loads(everyone.out)) == (
+        0,
+        {"sent": "shutdown", "destination": None},
+    )
+    # A cast: no reply asked for. (It returns once published: the node reads it after.)
+    async with asyncio.timeout(10):
+        while len(responder.requests) < 2:
+            await asyncio.sleep(0.01)
+    assert [r.get("reply_to") for r in responder.requests] == [None, None]
 
 
 @pytest.mark.parametrize(
@@ -435,6 +459,27 @@ async def test_destination_is_split_on_commas(broker: str, nodes: Callable[..., 
     await started(responder)
     await run_cli("-b", broker, "status", "-d", f"{N1},x@y", "-t", "0.2")
     assert responder.requests[0]["destination"] == [N1, "x@y"]
+
+
+async def test_destination_names_are_stripped(broker: str, nodes: Callable[..., Responder]) -> None:
+    first, second = nodes(N1), nodes(N2)
+    await started(first, second)
+    result = await run_cli("-b", broker, "status", "-d", f" {N1}, {N2} ,", "-t", "10")
+    assert result.out.endswith("2 nodes online.\n"), result
+    assert first.requests[0]["destination"] == [N1, N2]
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , "])
+async def test_a_destination_naming_no_node_is_refused(
+    broker: str, nodes: Callable[..., Responder], value: str
+) -> None:
+    """Never widened to every node (an empty list would address all of them)."""
+    responder = nodes(N1, answers={"shutdown": NO_REPLY})
+    await started(responder)
+    result = await run_cli("-b", broker, "control", "shutdown", "-d", value)
+    assert result.code == 2
+    assert "Invalid value for '-d' / '--destination': " in result.err
+    assert responder.requests == []
 
 
 async def test_control_exchange_and_transport_options(
