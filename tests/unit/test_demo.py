@@ -168,3 +168,14 @@ def test_ctrl_c_ends_the_demo_dump_with_0() -> None:
     finally:
         proc.kill()
     assert (proc.returncode, err) == (0, "")
+
+
+async def test_demo_shows_every_state_in_its_first_seconds() -> None:
+    """What a newcomer sees without a terminal (the README's screen has all of these), even
+    at a slow rate: the simulated cluster opens with one task of each outcome."""
+    code, out, _ = await run_cli("demo", "--json", "--duration", "3", "--rate", "0.1")
+    assert code == 0
+    types = {json.loads(line)["type"] for line in out.splitlines()}
+    assert {
+        "task-started", "task-succeeded", "task-failed", "task-retried", "task-revoked",
+    } <= types, types  # fmt: skip
