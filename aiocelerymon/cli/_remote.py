@@ -156,6 +156,10 @@ async def _collect(
         out.json(dict(flat))
         if kind == "inspect":
             return EX_OK
+        # Celery prints "N nodes online." after the JSON on stdout, so `status --json | jq`
+        # fails; in JSON mode stdout carries only JSON and the summary goes to stderr.
+        out.summary(len(flat), stream=out.stderr)
+        return EX_OK
     # Celery's status prints the summary even with --quiet; inspect does not.
     if kind == "status" or not out.quiet:
         out.summary(len(flat))
