@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from types import TracebackType
 from typing import Any, Self
@@ -30,12 +31,18 @@ def parse_rate(rate: str | float | None) -> float:
     if not rate:
         return 0.0
     if isinstance(rate, (int, float)):
-        return float(rate)
-    count, _, unit = rate.partition("/")
-    try:
-        return float(count) / _UNITS[unit or "s"]
-    except (KeyError, ValueError):
-        raise ConfigurationError(f"invalid rate {rate!r}: expected N, N/s, N/m or N/h") from None
+        per_second = float(rate)
+    else:
+        count, _, unit = rate.partition("/")
+        try:
+            per_second = float(count) / _UNITS[unit or "s"]
+        except (KeyError, ValueError):
+            raise ConfigurationError(
+                f"invalid rate {rate!r}: expected N, N/s, N/m or N/h"
+            ) from None
+    if not (math.isfinite(per_second) and per_second >= 0):
+        raise ConfigurationError(f"invalid rate {rate!r}: must be a finite number >= 0")
+    return per_second
 
 
 class TokenBucket:
@@ -70,6 +77,12 @@ class Camera:
         maxrate: str | float | None = None,
         cleanup_freq: float = 3600.0,
     ) -> None:
+        # A shutter every 0 s is a busy loop (46,624 shots a second in issue 19).
+        for name, value in (("freq", freq), ("cleanup_freq", cleanup_freq)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigurationError(
+                    f"{name} must be a finite number of seconds > 0: {value!r}"
+                )
         self.state = state
         self.freq = freq
         self.cleanup_freq = cleanup_freq
