@@ -13,6 +13,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 import aiocelerymon
 from aiocelerymon import cli
 from aiocelerymon.demo import NODES, TASKS, DemoCluster, TaskKind
@@ -179,3 +181,24 @@ async def test_demo_shows_every_state_in_its_first_seconds() -> None:
     assert {
         "task-started", "task-succeeded", "task-failed", "task-retried", "task-revoked",
     } <= types, types  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv", [["inspect", "--list"], ["--help"], ["demo", "--dump", "--json", "--rate", "50"]]
+)
+def test_every_command_into_a_closed_pipe_exits_141_quietly(argv: list[str]) -> None:
+    """The reader is gone before the first write (`| true`): same quiet end for every verb."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "aiocelerymon", *argv],
+            stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == cli.EX_SIGPIPE
+    # (--json prints its banner on stderr; nothing else may appear there.)
+    assert set(proc.stderr.splitlines()) <= {"-> evdump: starting capture..."}, proc.stderr
