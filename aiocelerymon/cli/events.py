@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import importlib
+from collections.abc import Awaitable
 
 from aiocelerymon.cli._common import (
     EX_OK,
@@ -113,20 +114,27 @@ async def _run_events(client: Client, invocation: Invocation, out: Output) -> in
         if camera is None:
             await capture
         else:
-            # A camera whose output is closed ends the command at once (BrokenPipeError).
-            tasks = [asyncio.ensure_future(capture), asyncio.ensure_future(camera.wait())]
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            for task in done:
-                task.result()
+            await _capture_while_camera_runs(capture, camera)
     finally:
         if camera is not None:
             await camera.aclose()
     return EX_OK
+
+
+async def _capture_while_camera_runs(capture: Awaitable[None], camera: Camera) -> None:
+    """Receive until ``capture`` ends, or until a camera timer fails on its closed output
+    (BrokenPipeError, raised here): then the command ends at once."""
+    capturing = asyncio.ensure_future(capture)
+    watching = asyncio.ensure_future(camera.wait())
+    try:
+        await asyncio.wait({capturing, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done() and watching.exception() is not None:
+            watching.result()
+        await capturing
+    finally:
+        for task in (capturing, watching):
+            task.cancel()
+        await asyncio.gather(capturing, watching, return_exceptions=True)
 
 
 async def _run(ctx: Context) -> int:
