@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 import uuid
@@ -260,9 +261,27 @@ class DemoCluster:
             self._producer = asyncio.get_running_loop().create_task(self._produce())
 
     async def _produce(self) -> None:
+        await self._showcase()
         while True:
             self.rng.choice(self.workers).submit()
             await asyncio.sleep(self.rng.expovariate(self.rate))
+
+    async def _showcase(self) -> None:
+        """One task of each outcome first, so the first seconds (all ``demo`` shows without a
+        terminal) have every state the README's screen has: success, failure, retry,
+        revoked and a long one still started."""
+        by_name = {kind.name: kind for kind in TASKS}
+        first, second, third = (self.workers * 3)[:3]
+        first.submit(by_name["proj.tasks.add"])
+        second.submit(dataclasses.replace(by_name["proj.tasks.divide"], fail_rate=1.0))
+        third.submit(dataclasses.replace(by_name["proj.tasks.send_email"], retry_rate=1.0))
+        second.submit(by_name["proj.tasks.nightly_report"])
+        doomed = first.submit(by_name["proj.tasks.nightly_report"])
+        await asyncio.sleep(0.5)
+        # Through the broker, as `control revoke --terminate` does; the node answers it.
+        await self.client.control.revoke(
+            doomed, destination=[first.hostname], terminate=True, reply=False
+        )
 
     async def aclose(self) -> None:
         """Stop producing and stop every node (each sends ``worker-offline``)."""

@@ -11,7 +11,8 @@
     │   │   └── AuthenticationError
     │   ├── ConnectionLostError             dropped and not back within the operation's deadline
     │   ├── BrokerRefusedError              the broker refused (AMQP 404/406, Redis error)
-    │   │   └── ResourceLockedError         AMQP 405: an exclusive queue owned by someone else
+    │   │   ├── ResourceLockedError         AMQP 405: an exclusive queue owned by someone else
+    │   │   └── NotAQueueError              a task-queue name that holds something else
     │   └── TransportTimeoutError (TimeoutError)
     └── ProtocolError                       a peer broke the Celery/kombu wire contract
         ├── DecodeError (ValueError)        undecodable envelope, encoding or body
@@ -31,6 +32,7 @@ __all__ = [
     "ContentTypeRefusedError",
     "DecodeError",
     "EndOfSubscription",
+    "NotAQueueError",
     "ProtocolError",
     "ResourceLockedError",
     "TransportError",
@@ -76,6 +78,17 @@ class BrokerRefusedError(TransportError):
 
 class ResourceLockedError(BrokerRefusedError):
     """AMQP 405 RESOURCE_LOCKED: an exclusive queue is owned by another connection."""
+
+
+class NotAQueueError(BrokerRefusedError):
+    """A task-queue operation named something that is not a queue (on Redis: a key of another
+    type, such as kombu's ``_kombu.binding.*`` sets); nothing was read or changed."""
+
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(f"{name!r} is not a queue: it is {what}")
+        self.name = name
+        #: What it is instead, e.g. ``"a Redis set"``.
+        self.what = what
 
 
 class TransportTimeoutError(TransportError, TimeoutError):

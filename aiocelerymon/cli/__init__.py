@@ -54,6 +54,7 @@ from aiocelerymon.cli import (
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
+    EX_SIGPIPE,
     EX_UNAVAILABLE,
     EX_USAGE,
     CommandError,
@@ -65,6 +66,7 @@ from aiocelerymon.cli._common import (
     _Exit,
     _ExitWith,
     _Parser,
+    app_for,
     build_client,
     catalogue_for,
     load_app,
@@ -74,6 +76,7 @@ from aiocelerymon.cli._output import Output
 __all__ = [
     "EX_FAILURE",
     "EX_OK",
+    "EX_SIGPIPE",
     "EX_UNAVAILABLE",
     "EX_USAGE",
     "VERBS",
@@ -222,7 +225,7 @@ async def run(
     try:
         invocation, sub = parse_args(argv, prog)
         out.no_color, out.quiet = invocation.no_color, invocation.quiet
-        app = load_app(invocation.app) if invocation.app else None
+        app = app_for(invocation)
         catalogue = catalogue_for(app)
         verb = _BY_NAME[invocation.subcommand]
         return await verb.run(Context(invocation, sub, app, catalogue, out, stdin))
@@ -269,6 +272,14 @@ def _cli_logging(stderr: IO[str]) -> Iterator[None]:
             root.removeHandler(silencer)
 
 
+def _on_interrupt(args: Sequence[str], prog: str) -> int | None:
+    """The exit status of the interrupted verb, if it ends quietly on Ctrl-C."""
+    with contextlib.suppress(UsageError, _Exit):
+        verb = _BY_NAME.get(_top_parser(prog).parse_args(list(args)).subcommand)
+        return None if verb is None else verb.on_interrupt
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``aiocelerymon`` / ``python -m aiocelerymon``."""
     prog = _prog() if argv is None else "aiocelerymon"
@@ -277,12 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _cli_logging(sys.stderr):
             return asyncio.run(run(args, prog=prog))
     except KeyboardInterrupt:
+        code = _on_interrupt(args, prog)
+        if code is not None:
+            return code
         with contextlib.suppress(Exception):
             sys.stderr.write("Aborted!\n")
         return EX_FAILURE
     except BrokenPipeError:
-        # `aiocelerymon inspect stats | head`: stop quietly, like a well-behaved filter.
+        # `aiocelerymon events --dump | head`: the reader is gone, so stop at once and quietly,
+        # as Unix filters do when SIGPIPE ends them (the shell's status 128 + 13). Python's
+        # advice: point stdout at devnull, or the interpreter's last flush complains on stderr.
         with contextlib.suppress(Exception):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-        return EX_FAILURE
+        return EX_SIGPIPE

@@ -8,17 +8,21 @@ import asyncio
 import contextlib
 import importlib
 import json
+import math
 import os
+import re
+import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 from aiocelerymon._url import parse_url
 from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
 from aiocelerymon.control.commands import COMMANDS, Command, command_from_meta
+from aiocelerymon.events.snapshot import parse_rate
 from aiocelerymon.exceptions import (
     AiocelerymonError,
     ConnectError,
@@ -31,6 +35,8 @@ EX_FAILURE = 1
 EX_USAGE = 2
 #: BSD ``EX_UNAVAILABLE``: what Celery exits with when no node answered or the broker is down.
 EX_UNAVAILABLE = 69
+#: Our reader closed the pipe: what the shell reports for a filter that SIGPIPE ended.
+EX_SIGPIPE = 128 + 13
 
 #: Celery's broker when neither ``-b``, ``CELERY_BROKER_URL`` nor the app name one.
 DEFAULT_BROKER_URL = "amqp://guest@localhost//"
@@ -88,12 +94,25 @@ class _Parser(argparse.ArgumentParser):
         self.help_command = help_command
 
     def error(self, message: str) -> NoReturn:
+        # argparse says "argument -t/--timeout: ..."; click (Celery) says "Invalid value for
+        # '-t' / '--timeout': ...", which reads as a sentence naming the option.
+        found = _ARGPARSE_VALUE_ERROR.match(message)
+        if found:
+            message = f"Invalid value for {_option_label(found[1])}: {found[2]}"
         raise UsageError(_sentence(message), self.usage, self.help_command)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             raise UsageError(message.strip(), self.usage, self.help_command)
         raise _Exit(status)
+
+
+_ARGPARSE_VALUE_ERROR = re.compile(r"argument (-[^:]+): (.*)", re.DOTALL)
+
+
+def _option_label(names: str) -> str:
+    """``-t/--timeout`` -> ``'-t' / '--timeout'``, as click names an option."""
+    return " / ".join(f"'{name}'" for name in names.split("/"))
 
 
 def _sentence(message: str) -> str:
@@ -176,6 +195,78 @@ class Verb:
     invocation: Callable[[argparse.Namespace, argparse.Namespace, _Parser], Invocation]
     #: Runs it; returns the exit status.
     run: Callable[[Context], Awaitable[int]]
+    #: Ctrl-C: None prints click's ``Aborted!`` and exits 1 (``celery inspect``); a status
+    #: ends quietly with it (``celery events`` exits 0).
+    on_interrupt: int | None = None
+
+
+# ------------------------------------------------------------------------------------------
+# Numeric options: checked at parse time, for every verb
+#
+# A bad number is a usage error (exit 2) naming the option, never a busy loop (`--watch 0`),
+# a run that never ends (`-t inf`) or a misleading "broker unreachable" (`-t -1`).
+
+_Number = TypeVar("_Number", int, float)
+
+
+def numeric(kind: type[_Number], minimum: _Number, *, inclusive: bool) -> Callable[[str], _Number]:
+    """An argparse ``type=`` for a finite number above ``minimum`` (or at least it, when
+    ``inclusive``): ``type=numeric(float, 0, inclusive=False)``.
+
+    Bad values raise :class:`argparse.ArgumentTypeError`, which our parser reports as
+    ``Invalid value for '-t' / '--timeout': '0' is not a number greater than 0.``; values from
+    the environment go through :func:`check_number`.
+    """
+    noun = "an integer" if kind is int else "a number"
+    bound = f"{'at least' if inclusive else 'greater than'} {minimum:g}"
+
+    def parse(text: str) -> _Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun} {bound}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: Seconds (timeouts, intervals, durations) and rates: finite and > 0.
+positive_float = numeric(float, 0.0, inclusive=False)
+#: Counts (``--limit``, ``--count``): at least 1.
+positive_int = numeric(int, 1, inclusive=True)
+#: Counts where 0 means something (e.g. "none").
+non_negative_int = numeric(int, 0, inclusive=True)
+
+
+def positive_rate(text: str) -> str:
+    """An argparse ``type=`` for a Celery rate string (``10``, ``10/s``, ``100/m``, ``1/h``)
+    above 0; returned as given."""
+    try:
+        per_second = parse_rate(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rate: expected N, N/s, N/m or N/h"
+        ) from None
+    if not (math.isfinite(per_second) and per_second > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate greater than 0")
+    return text
+
+
+def check_number(
+    parse: Callable[[str], _Number], text: str, option: str, parser: _Parser | None = None
+) -> _Number:
+    """:func:`numeric`'s check for a value that did not come through argparse (an
+    environment variable): a :class:`UsageError` naming ``option`` (``-t/--timeout``)."""
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        message = _sentence(f"Invalid value for {_option_label(option)}: {exc}")
+        if parser is None:
+            raise UsageError(message) from None
+        raise UsageError(message, parser.usage, parser.help_command) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -271,6 +362,53 @@ def load_app(spec: str) -> Any:
         raise UsageError(
             f"Cannot load the Celery app {spec!r}; importing it failed:\n{traceback.format_exc()}"
         ) from exc
+
+
+def load_config_app(module: str) -> Any:
+    """Celery's default app configured from ``module``: ``--config``/``CELERY_CONFIG_MODULE``
+    without ``-A``, as ``celery --config MODULE status`` honours it.
+
+    The module is imported from the working directory, as Celery's loader does. Unlike Celery,
+    which silently falls back to its default broker, a module that cannot be imported is an
+    error.
+
+    Raises:
+        UsageError: Celery is missing, or the module cannot be imported.
+    """
+    try:
+        celery = importlib.import_module("celery")
+    except ImportError as exc:
+        raise UsageError(f"--config/CELERY_CONFIG_MODULE needs Celery installed: {exc}.") from exc
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise UsageError(
+                f"Cannot import the configuration module {module!r}:\n{traceback.format_exc()}"
+            ) from exc
+        raise UsageError(
+            f"Cannot import the configuration module {module!r} "
+            f"(--config/CELERY_CONFIG_MODULE): no module {module!r}."
+        ) from exc
+    except Exception as exc:
+        raise UsageError(
+            f"Cannot import the configuration module {module!r}:\n{traceback.format_exc()}"
+        ) from exc
+    app = celery.Celery(set_as_current=False)
+    app.config_from_object(module)
+    return app
+
+
+def app_for(invocation: Invocation) -> Any:
+    """The Celery app of a command line: ``-A``; else, as Celery, one configured from
+    ``--config``/``CELERY_CONFIG_MODULE``; else None (``-b``/``CELERY_BROKER_URL``/default)."""
+    if invocation.app:
+        return load_app(invocation.app)
+    config = os.environ.get("CELERY_CONFIG_MODULE")
+    return load_config_app(config) if config else None
 
 
 def catalogue_for(app: Any) -> dict[str, Command]:

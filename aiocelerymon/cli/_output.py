@@ -124,8 +124,9 @@ class Output:
         if show_body:
             self.echo(_indent(text, 4))
 
-    def summary(self, count: int) -> None:
-        self.echo(f"\n{count} {'node' if count == 1 else 'nodes'} online.")
+    def summary(self, count: int, stream: IO[str] | None = None) -> None:
+        text = f"\n{count} {'node' if count == 1 else 'nodes'} online."
+        self._write(stream if stream is not None else self.stdout, text)
 
     def json(self, value: Any) -> None:
         self.echo(json.dumps(value))

@@ -19,6 +19,8 @@ from aiocelerymon.cli._common import (
     _execute,
     _Parser,
     _transport_option,
+    check_number,
+    positive_float,
 )
 from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
@@ -111,21 +113,26 @@ def _targeting(sns: argparse.Namespace, sub: _Parser) -> tuple[str | None, str |
 
 
 def _split_destination(value: str | None) -> list[str] | None:
-    # Celery splits on commas and keeps empty names as they are.
-    return None if value is None else value.split(",")
+    """Node names split on commas, stripped: `-d "w1@h, w2@h"` means w1@h and w2@h (Celery
+    keeps " w2@h", which matches no node, and waits out the timeout for it)."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        # Never widen an empty list to "every node" (think `control shutdown`).
+        raise UsageError(f"Invalid value for '-d' / '--destination': {value!r} names no node.")
+    return names
 
 
 def _remote_invocation(ns: argparse.Namespace, sns: argparse.Namespace, sub: _Parser) -> Invocation:
     prefix = f"CELERY_{ns.subcommand.upper()}_"
     raw_timeout = sns.timeout if sns.timeout is not None else _env(prefix + "TIMEOUT")
-    try:
-        timeout = DEFAULT_TIMEOUT if raw_timeout is None else float(raw_timeout)
-    except ValueError:
-        raise UsageError(
-            f"Invalid value for '-t' / '--timeout': {raw_timeout!r} is not a valid float.",
-            sub.usage,
-            sub.help_command,
-        ) from None
+    # Checked here, not by argparse: CELERY_<VERB>_TIMEOUT needs the same check.
+    timeout = (
+        DEFAULT_TIMEOUT
+        if raw_timeout is None
+        else check_number(positive_float, raw_timeout, "-t/--timeout", sub)
+    )
     pattern, matcher = _targeting(sns, sub)
     if sns.jsonl and sns.json:
         raise UsageError("--json and --jsonl exclude each other.", sub.usage, sub.help_command)
@@ -151,6 +158,24 @@ def _remote_invocation(ns: argparse.Namespace, sns: argparse.Namespace, sub: _Pa
         list=bool(getattr(sns, "list", False)),
     )
     return invocation
+
+
+async def _cast(
+    client: Client, invocation: Invocation, arguments: dict[str, Any], out: Output
+) -> int:
+    """A command workers never answer (``shutdown``): send it, say so, exit 0. Celery waits
+    the timeout and reports "No nodes replied" with exit 69, although it worked."""
+    command = invocation.command
+    assert command is not None
+    await client.control.broadcast(
+        command, arguments, destination=invocation.destination, timeout=invocation.timeout
+    )
+    if invocation.json:
+        out.json({"sent": command, "destination": invocation.destination})
+    else:
+        to = ", ".join(invocation.destination) if invocation.destination else "all workers"
+        out.echo(f"Sent {command} to {to} (workers do not answer it).")
+    return EX_OK
 
 
 async def _collect(
@@ -204,6 +229,10 @@ async def _collect(
         out.json(dict(flat))
         if kind == "inspect":
             return EX_OK
+        # Celery prints "N nodes online." after the JSON on stdout, so `status --json | jq`
+        # fails; in JSON mode stdout carries only JSON and the summary goes to stderr.
+        out.summary(len(flat), stream=out.stderr)
+        return EX_OK
     # Celery's status prints the summary even with --quiet; inspect does not.
     if kind == "status" or not out.quiet:
         out.summary(len(flat))
@@ -226,10 +255,12 @@ async def _run_command(ctx: Context, kind: CommandKind) -> int:
             sub.usage,
             sub.help_command,
         )
+    command = offered[invocation.command]
     try:
-        arguments = parse_cli_arguments(offered[invocation.command], invocation.words)
+        arguments = parse_cli_arguments(command, invocation.words)
     except ArgumentError as exc:
         raise UsageError(str(exc), sub.usage, sub.help_command) from exc
+    send = _collect if command.answers else _cast
     return await _execute(
-        invocation, ctx.app, lambda client: _collect(client, invocation, arguments, out)
+        invocation, ctx.app, lambda client: send(client, invocation, arguments, out)
     )

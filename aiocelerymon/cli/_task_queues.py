@@ -6,7 +6,13 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from aiocelerymon.cli._common import DEFAULT_TIMEOUT, CommandError, Invocation, _Parser
+from aiocelerymon.cli._common import (
+    DEFAULT_TIMEOUT,
+    CommandError,
+    Invocation,
+    _Parser,
+    positive_float,
+)
 from aiocelerymon.client import Client
 
 
@@ -21,7 +27,7 @@ def _queue_options(parser: _Parser, title: str, verb: str) -> argparse._Argument
         help=f"Comma-separated queue names not to {verb}.",
     )  # fmt: skip
     group.add_argument(
-        "-t", "--timeout", metavar="SECONDS", type=float, default=DEFAULT_TIMEOUT,
+        "-t", "--timeout", metavar="SECONDS", type=positive_float, default=DEFAULT_TIMEOUT,
         help=f"How long workers get to answer active_queues (default {DEFAULT_TIMEOUT}).",
     )  # fmt: skip
     group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
@@ -32,6 +38,7 @@ async def task_queues(client: Client, invocation: Invocation, app: Any = None) -
     """-Q, else the app's task queues (Celery's default) and those the workers consume; -X
     removed. Order: as named, then as discovered."""
     names: list[str] = []
+    answered = 0
     if invocation.queues is not None:
         names = list(invocation.queues)
     else:
@@ -39,6 +46,7 @@ async def task_queues(client: Client, invocation: Invocation, app: Any = None) -
             names.extend(str(q) for q in app.amqp.queues)
         inspect = client.control.inspect(timeout=invocation.timeout)
         replies: Mapping[str, Any] = await inspect.active_queues() or {}
+        answered = len(replies)
         for _node, queues in sorted(replies.items()):
             for queue in queues if isinstance(queues, list) else ():
                 if isinstance(queue, dict) and isinstance(queue.get("name"), str):
@@ -46,8 +54,22 @@ async def task_queues(client: Client, invocation: Invocation, app: Any = None) -
     excluded = set(invocation.exclude)
     unique = [n for n in dict.fromkeys(names) if n not in excluded]
     if not unique:
-        how = "named with -Q" if invocation.queues is not None else (
-            f"named with -Q, and no worker answered active_queues within {invocation.timeout:g}s"
-        )  # fmt: skip
-        raise CommandError(f"No task queues to work on: none {how}.")
+        raise CommandError(
+            f"No task queues to work on: none {_why_none(invocation, names, answered)}."
+        )
     return unique
+
+
+def _why_none(invocation: Invocation, names: list[str], answered: int) -> str:
+    if names:
+        return "left after -X"
+    if invocation.queues is not None:
+        return "named with -Q"
+    if answered:
+        # They answered, with empty lists: say so, not that nobody answered.
+        who = (
+            "the worker that answered" if answered == 1 else f"the {answered} workers that answered"
+        )
+        verb = "consumes" if answered == 1 else "consume"
+        return f"named with -Q, and {who} active_queues {verb} none"
+    return f"named with -Q, and no worker answered active_queues within {invocation.timeout:g}s"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 from aiocelerymon.cli._common import (
@@ -13,11 +12,12 @@ from aiocelerymon.cli._common import (
     Verb,
     _broker_chore_invocation,
     _Parser,
+    positive_float,
+    positive_int,
 )
-from aiocelerymon.cli._monitor import _check_tui, _run_monitor
-from aiocelerymon.cli._output import Output, _isatty
+from aiocelerymon.cli._monitor import _check_tui, _run_monitor, start_dump, wants_monitor
+from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
-from aiocelerymon.events import Dumper
 
 #: ``demo`` without a terminal ends by itself after this many seconds.
 DEMO_DURATION = 5.0
@@ -35,14 +35,20 @@ def _demo_parser(prog: str) -> _Parser:
     )
     group = parser.add_argument_group("demo options")
     group.add_argument("-d", "--dump", action="store_true", help="Print the events instead.")
-    group.add_argument("-j", "--json", action="store_true", help="With --dump: JSON lines.")
-    group.add_argument("--limit", type=int, metavar="N", help="Stop after N events.")
     group.add_argument(
-        "--duration", type=float, metavar="SECONDS",
+        "-j", "--json", action="store_true", help="Dump the events as JSON lines (implies --dump)."
+    )
+    group.add_argument("--limit", type=positive_int, metavar="N", help="Stop after N events.")
+    group.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS",
         help=f"Stop after SECONDS (default without a terminal: {DEMO_DURATION:g}).",
     )  # fmt: skip
     group.add_argument(
-        "--rate", type=float, default=4.0, metavar="N", help="Tasks per second (default 4)."
+        "--rate",
+        type=positive_float,
+        default=4.0,
+        metavar="N",
+        help="Tasks per second (default 4).",
     )
     group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
     return parser
@@ -52,7 +58,7 @@ async def _run_demo(invocation: Invocation, out: Output) -> int:
     """Simulated workers on a private in-memory broker; the monitor on a terminal, else dump."""
     from aiocelerymon.demo import DemoCluster
 
-    monitor = not invocation.dump and _isatty(out.stdout)
+    monitor = wants_monitor(invocation, out)
     if monitor:
         _check_tui()
     duration = invocation.duration
@@ -68,11 +74,7 @@ async def _run_demo(invocation: Invocation, out: Output) -> int:
             if monitor:
                 return await _run_monitor(client, run, on_ready=cluster.start)
             receiver = client.events.receiver()
-            if invocation.json:
-                receiver.handlers["*"] = lambda ev: out.echo(json.dumps(ev, default=str))
-            else:
-                receiver.handlers["*"] = Dumper(out.stdout).on_event
-            out.echo("-> evdump: starting capture...")
+            start_dump(receiver, run, out)
             capture = asyncio.ensure_future(receiver.capture(limit=run.limit, timeout=duration))
             ready = asyncio.ensure_future(receiver.ready.wait())
             await asyncio.wait({capture, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -95,4 +97,6 @@ VERB = Verb(
     parser=_demo_parser,
     invocation=lambda ns, sns, _sub: _broker_chore_invocation(ns, sns),
     run=_run,
+    # `celery events` (dump, camera or curses) ends quietly with 0 on Ctrl-C.
+    on_interrupt=EX_OK,
 )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import importlib
-import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiocelerymon.cli._common import (
     EX_OK,
@@ -17,11 +18,14 @@ from aiocelerymon.cli._common import (
     _execute,
     _Parser,
     _transport_option,
+    positive_float,
+    positive_int,
+    positive_rate,
 )
-from aiocelerymon.cli._monitor import _check_tui, _run_monitor
+from aiocelerymon.cli._monitor import _check_tui, _run_monitor, start_dump, wants_monitor
 from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
-from aiocelerymon.events import Camera, Dumper, State, snapshot
+from aiocelerymon.events import Camera, State, snapshot
 
 
 def _events_parser(prog: str) -> _Parser:
@@ -37,16 +41,21 @@ def _events_parser(prog: str) -> _Parser:
     group = parser.add_argument_group("event options")
     group.add_argument("-d", "--dump", action="store_true", help="Print every event.")
     group.add_argument(
-        "-j", "--json", action="store_true", help="With --dump: one JSON object per line."
+        "-j", "--json", action="store_true", help="Dump the events as JSON lines (implies --dump)."
     )
     group.add_argument("-c", "--camera", metavar="CLASS", help="Camera class (module.Class).")
     group.add_argument(
-        "-F", "--frequency", "--freq", metavar="SECONDS", type=float, default=1.0,
+        "-F", "--frequency", "--freq", metavar="SECONDS", type=positive_float, default=1.0,
         help="Camera shutter frequency (default 1.0).",
     )  # fmt: skip
-    group.add_argument("-r", "--maxrate", metavar="RATE", help="Camera rate limit, e.g. 10/s.")
-    group.add_argument("--limit", type=int, metavar="N", help="Stop after N events.")
-    group.add_argument("--duration", type=float, metavar="SECONDS", help="Stop after SECONDS.")
+    group.add_argument(
+        "-r", "--maxrate", metavar="RATE", type=positive_rate,
+        help="Camera rate limit, e.g. 10/s.",
+    )  # fmt: skip
+    group.add_argument("--limit", type=positive_int, metavar="N", help="Stop after N events.")
+    group.add_argument(
+        "--duration", type=positive_float, metavar="SECONDS", help="Stop after SECONDS."
+    )
     group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
     return parser
 
@@ -105,23 +114,41 @@ async def _run_events(client: Client, invocation: Invocation, out: Output) -> in
         out.echo(snapshot.evcam_banner(invocation.camera, invocation.frequency))
         await camera.start()
     else:
-        out.echo("-> evdump: starting capture...")
-        if invocation.json:
-            receiver.handlers["*"] = lambda ev: out.echo(json.dumps(ev, default=str))
-        else:
-            receiver.handlers["*"] = Dumper(out.stdout).on_event
+        start_dump(receiver, invocation, out)
     try:
-        await receiver.capture(limit=invocation.limit, timeout=invocation.duration)
+        capture = receiver.capture(limit=invocation.limit, timeout=invocation.duration)
+        if camera is None:
+            await capture
+        else:
+            await _capture_while_camera_runs(capture, camera)
     finally:
         if camera is not None:
             await camera.aclose()
     return EX_OK
 
 
+async def _capture_while_camera_runs(capture: Awaitable[None], camera: Camera) -> None:
+    """Receive until ``capture`` ends, or until a camera timer fails on its closed output
+    (BrokenPipeError, raised here): then the command ends at once."""
+    capturing = asyncio.ensure_future(capture)
+    watching = asyncio.ensure_future(camera.wait())
+    try:
+        await asyncio.wait({capturing, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done() and watching.exception() is not None:
+            watching.result()
+        await capturing
+    finally:
+        for task in (capturing, watching):
+            task.cancel()
+        await asyncio.gather(capturing, watching, return_exceptions=True)
+
+
 async def _run(ctx: Context) -> int:
     invocation, out = ctx.invocation, ctx.out
-    if not (invocation.dump or invocation.camera):
+    if wants_monitor(invocation, out):
         _check_tui()
+    elif not invocation.camera:
+        invocation = dataclasses.replace(invocation, dump=True)
     # A monitor waits for its broker, as `celery events` does (kombu's
     # ensure_connection): one warning per outage, then it comes up by itself.
     return await _execute(
@@ -135,4 +162,6 @@ VERB = Verb(
     parser=_events_parser,
     invocation=lambda ns, sns, _sub: _events_invocation(ns, sns),
     run=_run,
+    # `celery events` (dump, camera or curses) ends quietly with 0 on Ctrl-C.
+    on_interrupt=EX_OK,
 )

@@ -20,6 +20,7 @@ from aiocelerymon.cli._common import (
 from aiocelerymon.cli._output import _ANSI, Output, _isatty
 from aiocelerymon.cli._task_queues import _queue_options, task_queues
 from aiocelerymon.client import Client
+from aiocelerymon.exceptions import NotAQueueError
 
 
 def _purge_parser(prog: str) -> _Parser:
@@ -47,16 +48,20 @@ _UNACKED_OPTIONS = {
 
 
 def reserved_queue(name: str, client: Client) -> str | None:
-    """Why ``name`` must never be purged (a pidbox, event or unacked queue), or None."""
+    """Why ``name`` must never be purged (a pidbox, event, unacked or kombu key), or None."""
     control = client.control_settings.control_exchange
     # Celery names them <node>.<exchange>.pidbox and <oid>.reply.<exchange>.pidbox.
     if name.endswith((f".{control}.pidbox", ".pidbox")):
         return "it is a remote-control (pidbox) queue"
-    if name.startswith(f"{client.event_settings.event_queue_prefix}."):
+    if name.startswith((f"{client.event_settings.event_queue_prefix}.", "celeryev.")):
         return "it is an event queue"
     options = client.transport.transport_options
-    if name in {str(options.get(k) or v) for k, v in _UNACKED_OPTIONS.items()}:
+    unacked = {str(options.get(k) or v) for k, v in _UNACKED_OPTIONS.items()}
+    if name.startswith(("unacked", *unacked)):
         return "it holds kombu's unacknowledged messages, not waiting ones"
+    # kombu's own bookkeeping on Redis: _kombu.binding.<exchange> sets, fanout state.
+    if name.startswith("_kombu."):
+        return "it is kombu's bookkeeping, not a queue"
     return None
 
 
@@ -83,6 +88,14 @@ async def _run_purge(
         why = reserved_queue(name, client)
         if why:
             raise UsageError(f"Refusing to purge {name!r}: {why}.")
+    # Before anything is deleted: a name that holds something else (a Redis set, hash...).
+    for name in names:
+        try:
+            await client.transport.queue_depth(name)
+        except NotAQueueError as exc:
+            raise UsageError(
+                f"Refusing to purge {name!r}: it is {exc.what}, not a queue."
+            ) from None
     qnum = len(names)
     queues_word = _plural(qnum, "queue")
     if not invocation.force:
@@ -100,7 +113,13 @@ async def _run_purge(
             return EX_FAILURE
     total = 0
     for name in names:
-        count = await client.transport.purge_queue(name)
+        try:
+            count = await client.transport.purge_queue(name)
+        except NotAQueueError as exc:
+            # It changed type since the check: the script deleted nothing, and what was
+            # purged before it stays reported as a success.
+            out.echo(f"{name}: not a queue ({exc.what}), left alone")
+            continue
         if count is None:
             out.echo(f"{name}: no such queue")
             continue

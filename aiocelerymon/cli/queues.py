@@ -15,10 +15,13 @@ from aiocelerymon.cli._common import (
     _broker_chore_invocation,
     _execute,
     _Parser,
+    positive_float,
+    positive_int,
 )
 from aiocelerymon.cli._output import Output, _isatty
 from aiocelerymon.cli._task_queues import _queue_options, task_queues
 from aiocelerymon.client import Client
+from aiocelerymon.exceptions import NotAQueueError
 from aiocelerymon.transports import QueueDepth
 
 
@@ -32,18 +35,29 @@ def _queues_parser(prog: str) -> _Parser:
     group = _queue_options(parser, "queue options", "show")
     group.add_argument("-j", "--json", action="store_true", help="Print JSON.")
     group.add_argument(
-        "-w", "--watch", metavar="SECONDS", nargs="?", type=float, const=2.0,
+        "-w", "--watch", metavar="SECONDS", nargs="?", type=positive_float, const=2.0,
         help="Refresh every SECONDS (default 2) until interrupted.",
     )  # fmt: skip
-    group.add_argument("--count", type=int, metavar="N", help="With --watch: stop after N.")
+    group.add_argument(
+        "--count", type=positive_int, metavar="N", help="With --watch: stop after N."
+    )
     return parser
 
 
-def _queues_table(depths: Sequence[tuple[str, QueueDepth | None]]) -> str:
+async def _depth(client: Client, name: str) -> QueueDepth | NotAQueueError | None:
+    try:
+        return await client.transport.queue_depth(name)
+    except NotAQueueError as exc:
+        return exc
+
+
+def _queues_table(depths: Sequence[tuple[str, QueueDepth | NotAQueueError | None]]) -> str:
     rows = [("QUEUE", "MESSAGES", "CONSUMERS")]
     for name, depth in depths:
         if depth is None:
             rows.append((name, "-", "no such queue"))
+        elif isinstance(depth, NotAQueueError):
+            rows.append((name, "-", f"not a queue: {depth.what}"))
         else:
             consumers = "unknown" if depth.consumers is None else str(depth.consumers)
             rows.append((name, str(depth.messages), consumers))
@@ -51,18 +65,23 @@ def _queues_table(depths: Sequence[tuple[str, QueueDepth | None]]) -> str:
     return "\n".join(f"{a.ljust(width)}  {b:>8}  {c:>9}".rstrip() for a, b, c in rows)
 
 
+def _json_row(name: str, depth: QueueDepth | NotAQueueError | None) -> dict[str, Any]:
+    if isinstance(depth, NotAQueueError):
+        return {"name": name, "exists": False, "messages": None, "consumers": None,
+                "error": str(depth)}  # fmt: skip
+    return {"name": name, "exists": depth is not None,
+            "messages": depth.messages if depth else None,
+            "consumers": depth.consumers if depth else None}  # fmt: skip
+
+
 async def _run_queues(client: Client, invocation: Invocation, app: Any, out: Output) -> int:
     """``queues``: messages and consumers per queue, once or every --watch seconds."""
     names = await task_queues(client, invocation, app)
     shown = 0
     while True:
-        depths = [(name, await client.transport.queue_depth(name)) for name in names]
+        depths = [(name, await _depth(client, name)) for name in names]
         if invocation.json:
-            out.json([
-                {"name": name, "exists": d is not None,
-                 "messages": d.messages if d else None, "consumers": d.consumers if d else None}
-                for name, d in depths
-            ])  # fmt: skip
+            out.json([_json_row(name, d) for name, d in depths])
         else:
             if invocation.watch is not None:
                 if _isatty(out.stdout):

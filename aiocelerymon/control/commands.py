@@ -78,6 +78,7 @@ class Command:
         aliases: other names the worker answers to (not offered by the CLI).
         visible: listed and accepted by the CLI (``hello`` is not).
         default_timeout: the worker registry's suggested timeout (Celery's clients ignore it).
+        answers: whether workers reply (``shutdown`` exits without a word).
     """
 
     name: str
@@ -89,6 +90,7 @@ class Command:
     aliases: tuple[str, ...] = ()
     visible: bool = True
     default_timeout: float = 1.0
+    answers: bool = True
 
     def parse_cli_arguments(self, words: Sequence[str]) -> dict[str, Any]:
         """See :func:`parse_cli_arguments`."""
@@ -207,7 +209,7 @@ _BUILTINS: tuple[Command, ...] = (
         variadic="headers",
         signature="[key=value ...]",
     ),
-    _control("shutdown", "Stop workers (they do not answer)."),
+    _control("shutdown", "Stop workers (they do not answer).", answers=False),
     _control(
         "terminate",
         "Revoke tasks and send a signal to the processes running them.",

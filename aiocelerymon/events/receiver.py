@@ -214,6 +214,11 @@ class EventReceiver:
                                 and asyncio.iscoroutine(outcome)
                             ):
                                 await outcome
+                        except BrokenPipeError:
+                            # Not a bad event: whoever reads our output is gone (`--dump |
+                            # head`). Nothing is left to do, and every further event would fail
+                            # the same way: end the stream, as Celery's receiver does.
+                            raise
                         except Exception as exc:
                             # Celery's State raises on events its merge rules cannot take (a
                             # task event without uuid, an unhashable hostname, a non-numeric

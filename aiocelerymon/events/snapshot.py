@@ -14,14 +14,15 @@ Celery's own cameras (``celery.events.snapshot.Polaroid`` subclasses) run too, t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+from aiocelerymon.exceptions import ConfigurationError
 from aiocelerymon.wire.rate import parse_rate
 
 __all__ = [
@@ -69,6 +70,12 @@ class Camera:
         maxrate: str | float | None = None,
         cleanup_freq: float = 3600.0,
     ) -> None:
+        # A shutter every 0 s is a busy loop (46,624 shots a second in issue 19).
+        for name, value in (("freq", freq), ("cleanup_freq", cleanup_freq)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigurationError(
+                    f"{name} must be a finite number of seconds > 0: {value!r}"
+                )
         self.state = state
         self.freq = freq
         self.cleanup_freq = cleanup_freq
@@ -104,8 +111,24 @@ class Camera:
             await asyncio.sleep(interval)
             try:
                 await action()
+            except BrokenPipeError:
+                # The camera's output was closed: every further shot would fail too. The
+                # timer ends with the error; :meth:`wait` and :meth:`aclose` raise it.
+                raise
             except Exception:
                 log.exception("camera %s failed", getattr(action, "__name__", action))
+
+    async def wait(self) -> None:
+        """Until a timer ends on an error it cannot survive (a closed output: BrokenPipeError),
+        which is raised; forever while the camera runs."""
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     async def start(self) -> None:
         """Start the shutter and cleanup timers."""
@@ -121,9 +144,16 @@ class Camera:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
+        failed: BaseException | None = None
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except BrokenPipeError as exc:
+                failed = exc
+        if failed is not None:
+            raise failed  # no last shot: its output is gone
         if tasks:
             await self.capture()
 

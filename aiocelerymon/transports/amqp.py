@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import aio_pika
+import aiormq.connection
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import ConnectionParameter
 from pamqp import commands as spec
@@ -90,6 +91,49 @@ class _QuietForOurConnections(logging.Filter):
 
 
 logging.getLogger("aiormq.connection").addFilter(_QuietForOurConnections())
+
+
+class _HandshakeCloseSaysWhy:
+    """aiormq's frame receiver during our handshakes: a ``Connection.Close`` answering
+    ``Connection.Open`` raises with the broker's reply (``530 NOT_ALLOWED - vhost x not
+    found``). aiormq checks the expected reply first and raises "Expected one of
+    ['Connection.OpenOk'], got <Connection.Close object at 0x...>", which drops the reason."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def get_frame(self) -> Any:
+        received = await self._inner.get_frame()
+        frame = received[-1]
+        # 403 ACCESS_REFUSED (bad credentials) keeps aiormq's own authentication error.
+        if isinstance(frame, spec.Connection.Close) and frame.reply_code != 403:
+            raise amqp_errors.ConnectionClosed(frame.reply_code, frame.reply_text)
+        return received
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _install_handshake_reasons() -> None:
+    """Wrap aiormq's handshake RPC, for our connections only (:data:`_OURS`)."""
+    connection_class: Any = aiormq.connection.Connection
+    original = getattr(connection_class, "_rpc", None)
+    if original is None or getattr(original, "_aiocelerymon", False):
+        return  # another aiormq layout: its own message stays
+
+    async def rpc(*args: Any, **kwargs: Any) -> Any:
+        if _OURS.get():
+            if "frame_receiver" in kwargs:
+                kwargs["frame_receiver"] = _HandshakeCloseSaysWhy(kwargs["frame_receiver"])
+            elif len(args) >= 3:
+                args = (*args[:2], _HandshakeCloseSaysWhy(args[2]), *args[3:])
+        return await original(*args, **kwargs)
+
+    rpc._aiocelerymon = True  # type: ignore[attr-defined]
+    connection_class._rpc = staticmethod(rpc)
+
+
+_install_handshake_reasons()
 
 #: Seconds; kombu/py-amqp negotiate the broker's value, Celery workers use 120. 60 keeps a dead
 #: TCP peer from going unnoticed for long without adding measurable traffic.

@@ -246,6 +246,7 @@ class Transport(Protocol):
         """Messages waiting in task queue ``name`` and its consumers; None if it does not exist.
 
         Raises:
+            NotAQueueError: ``name`` holds something else (on Redis: a key of another type).
             TransportError: the broker failed or refused (a missing queue is not an error).
         """
         ...
@@ -254,7 +255,10 @@ class Transport(Protocol):
         """Delete the messages waiting in task queue ``name`` (never unacknowledged ones);
         returns how many, or None if the queue does not exist.
 
+        Only the queue's messages go: on Redis its priority lists, never a key of another type.
+
         Raises:
+            NotAQueueError: ``name`` holds something else; nothing was deleted.
             TransportError: the broker failed or refused.
         """
         ...

@@ -41,6 +41,7 @@ from aiocelerymon.exceptions import (
     ConnectError,
     ConnectionLostError,
     DecodeError,
+    NotAQueueError,
     TransportError,
 )
 from aiocelerymon.transports.base import Received, SubscriptionBase, TransportBase
@@ -84,6 +85,26 @@ PUBSUB_MAX_BACKLOG: Final = 256 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS: Final = 50
 #: How much of an undecodable payload goes into the warning.
 _EXCERPT: Final = 120
+
+#: ``queue_depth``/``purge_queue`` on Redis. KEYS: a queue's priority lists; ARGV[1]: "size" or
+#: "purge". Returns ``{1, messages}``, or ``{0, key, type}`` for a key that is not a list (then
+#: nothing was deleted).
+_QUEUE_LISTS_SCRIPT: Final = """
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= 'list' then
+    return {0, key, kind}
+  end
+end
+local count = 0
+for _, key in ipairs(KEYS) do
+  count = count + redis.call('LLEN', key)
+end
+if ARGV[1] == 'purge' and count > 0 then
+  redis.call('DEL', unpack(KEYS))
+end
+return {1, count}
+"""
 
 #: Driver error -> library error; :func:`map_error` walks the MRO, so the most specific wins
 #: (redis-py's AuthenticationError is a subclass of its ConnectionError).
@@ -989,15 +1010,27 @@ class RedisTransport(TransportBase):
                         return True
         return False
 
+    async def _queue_lists(self, name: str, *, purge: bool) -> int:
+        """Messages in queue ``name``'s priority lists (kombu's ``_size``), deleted with
+        ``purge`` (kombu's ``_purge``): one Lua script, so the type check and the DEL are
+        atomic. A key of another type under one of those names means ``name`` is not a
+        queue: :class:`NotAQueueError`, and nothing is deleted (a MULTI of LLEN + DEL
+        deleted kombu's binding set, then failed with WRONGTYPE)."""
+        client = self._require_client()
+        keys = self.naming.queue_keys(name)
+        reply = await _execute(client)(
+            "EVAL", _QUEUE_LISTS_SCRIPT, len(keys), *keys, "purge" if purge else "size"
+        )
+        if int(reply[0]) != 1:
+            kind = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+            raise NotAQueueError(name, f"a Redis {kind}")
+        return int(reply[1])
+
     async def _queue_depth(self, name: str) -> tuple[int, int | None] | None:
         client = self._require_client()
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                # kombu's _size: LLEN summed over the priority-step lists.
-                async with client.pipeline(transaction=False) as pipe:
-                    for key in self.naming.queue_keys(name):
-                        pipe.llen(key)
-                    messages = sum(int(n) for n in await pipe.execute())
+                messages = await self._queue_lists(name, purge=False)
                 if not messages and not await self._queue_known(client, name):
                     return None
         except (rexc.RedisError, OSError) as exc:
@@ -1099,14 +1132,9 @@ class RedisTransport(TransportBase):
         client = self._require_client()
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                # kombu's _purge, atomically: LLEN + DEL of each priority list, nothing else
-                # (the unacked hash and index belong to the workers that hold those messages).
-                async with client.pipeline(transaction=True) as pipe:
-                    for key in self.naming.queue_keys(name):
-                        pipe.llen(key)
-                        pipe.delete(key)
-                    replies = await pipe.execute()
-                count = sum(int(n) for n in replies[::2])
+                # Only the queue's lists: never the unacked hash and index, which belong to the
+                # workers that hold those messages.
+                count = await self._queue_lists(name, purge=True)
                 if not count and not await self._queue_known(client, name):
                     return None
         except (rexc.RedisError, OSError) as exc:

@@ -23,6 +23,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
@@ -193,7 +194,9 @@ class MonitorApp(App[int]):
         workers: DataTable[Any] = DataTable(id="workers", cursor_type="none", zebra_stripes=True)
         workers.add_columns("WORKER", "STATUS", "ACTIVE", "PROCESSED", "LOAD")
         tasks: DataTable[Any] = DataTable(id="tasks", cursor_type="row")
-        tasks.add_columns("UUID", "TASK", "WORKER", "TIME", "STATE")
+        # Celery's columns, STATE moved up from last: after a full UUID (36) and a long task or
+        # worker name it fell off an 80-column terminal.
+        tasks.add_columns("UUID", "STATE", "TASK", "WORKER", "TIME")
         yield workers
         yield tasks
         yield Static("No task selected", id="selected", markup=False)
@@ -322,9 +325,16 @@ class MonitorApp(App[int]):
             if style:
                 styled = Text(state, style=style)
             host = task.worker.hostname if task.worker is not None else ""
-            table.add_row(uuid, task.name or "", host, when, styled, key=uuid)
+            table.add_row(uuid, styled, task.name or "", host, when, key=uuid)
+        # The selection is always a row on screen: when the filters hide the selected task it
+        # moves to the first row shown (or to none), so `c` cannot revoke an unseen task.
         if keep is not None and keep in self._row_keys(table):
             table.move_cursor(row=table.get_row_index(keep), scroll=False)
+        elif table.row_count:
+            self.selected = str(table.coordinate_to_cell_key(Coordinate(0, 0)).row_key.value)
+            table.move_cursor(row=0, scroll=False)
+        else:
+            self.selected = None
         self._show_selected()
         self._show_status()
 
@@ -404,8 +414,13 @@ class MonitorApp(App[int]):
 
     def action_traceback(self) -> None:
         task = self.selected_task()
-        if task is None or task.state not in EXCEPTION_STATES:
+        if task is None:
             self.bell()
+            return
+        if task.state not in EXCEPTION_STATES:
+            # Celery's monitor only beeps; say why nothing opens.
+            self.bell()
+            self.notify(f"No traceback: task {task.uuid} is {task.state or 'in no state yet'}.")
             return
         body = task.traceback or "(no traceback in the events)"
         self.push_screen(TextScreen(f"Task Exception Traceback for {task.uuid}", body))
@@ -445,9 +460,10 @@ class MonitorApp(App[int]):
                 self.state_filter = frozenset(words)
                 self.refresh_view()
 
-        current = ",".join(sorted(self.state_filter))
-        label = "Show states (e.g. FAILURE,RETRY; empty shows all):"
-        self.push_screen(PromptScreen(label, current), submitted)
+        # Not pre-filled (typing would append to the old filter); the label shows it.
+        current = ",".join(sorted(self.state_filter)) or "all"
+        label = f"Show states (now: {current}; e.g. FAILURE,RETRY; empty shows all):"
+        self.push_screen(PromptScreen(label), submitted)
 
     def action_filter_name(self) -> None:
         def submitted(value: str | None) -> None:
@@ -455,8 +471,11 @@ class MonitorApp(App[int]):
                 self.name_filter = value.strip()
                 self.refresh_view()
 
-        label = "Show task names containing (glob with * allowed; empty shows all):"
-        self.push_screen(PromptScreen(label, self.name_filter), submitted)
+        current = self.name_filter or "all"
+        label = (
+            f"Show task names containing (now: {current}; glob with * allowed; empty shows all):"
+        )
+        self.push_screen(PromptScreen(label), submitted)
 
     def action_quit_monitor(self) -> None:
         self.exit(0)

@@ -5,6 +5,8 @@ Used by camera ``maxrate``, the Node's ``rate_limit`` validation and the demo's 
 
 from __future__ import annotations
 
+import math
+
 from aiocelerymon.exceptions import ConfigurationError
 
 __all__ = ["parse_rate"]
@@ -17,11 +19,18 @@ def parse_rate(rate: str | float | None) -> float:
     if not rate:
         return 0.0
     if isinstance(rate, (int, float)):
-        return float(rate)
-    if not isinstance(rate, str):
+        per_second = float(rate)
+    elif isinstance(rate, str):
+        count, _, unit = rate.partition("/")
+        try:
+            per_second = float(count) / _UNITS[unit or "s"]
+        except (KeyError, ValueError):
+            raise ConfigurationError(
+                f"invalid rate {rate!r}: expected N, N/s, N/m or N/h"
+            ) from None
+    else:
         raise ConfigurationError(f"invalid rate {rate!r}: expected N, N/s, N/m or N/h")
-    count, _, unit = rate.partition("/")
-    try:
-        return float(count) / _UNITS[unit or "s"]
-    except (KeyError, ValueError):
-        raise ConfigurationError(f"invalid rate {rate!r}: expected N, N/s, N/m or N/h") from None
+    # "inf/s" and "-5/m" parse as floats; neither is a rate.
+    if not (math.isfinite(per_second) and per_second >= 0):
+        raise ConfigurationError(f"invalid rate {rate!r}: must be a finite number >= 0")
+    return per_second

@@ -469,3 +469,17 @@ async def test_tls_options_reach_the_handshake(
             await make(url, ssl={"ca_certs": str(cert)}, connect_timeout=2.0)
         unverified = await make(url, ssl={"cert_reqs": "CERT_NONE"})
         assert unverified.state is TransportState.CONNECTED
+
+
+async def test_missing_vhost_reports_the_brokers_words(rabbit_server: RabbitServer):
+    """RabbitMQ answers Connection.Open with Connection.Close 530 NOT_ALLOWED; the error says
+    that, not aiormq's "Expected one of ['Connection.OpenOk'], got <Connection.Close ...>"."""
+    url = parse_url(rabbit_server.url)
+    vhost = f"nosuchvhost-{uid()}"
+    t = AmqpTransport(f"amqp://guest:guest@{url.hostname}:{url.port}/{vhost}")
+    with pytest.raises(ConnectError) as info:
+        await t.connect()
+    message = str(info.value)
+    assert f"NOT_ALLOWED - vhost {vhost} not found" in message, message
+    assert "Expected one of" not in message and "OpenOk" not in message
+    assert not isinstance(info.value, AuthenticationError)

@@ -23,6 +23,7 @@ from celery import Celery
 import aiocelerymon
 from aiocelerymon import cli
 from aiocelerymon.demo import DemoWorker
+from aiocelerymon.exceptions import NotAQueueError
 from aiocelerymon.transports import Binding, Exchange, ExchangeKind, Message
 from tests.support.brokers import RabbitServer, RedisServer
 
@@ -205,4 +206,90 @@ async def test_purge_discovers_worker_queues_and_leaves_control_and_events_alone
         assert depth is not None and depth.messages == count
     if case.kind == "redis":
         assert (raw.hgetall("unacked"), raw.zrange("unacked_index", 0, -1)) == before
+        raw.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("_kombu.binding.celery", "it is kombu's bookkeeping, not a queue"),
+        ("celeryev.anything", "it is an event queue"),
+        ("unacked_index", "it holds kombu's unacknowledged messages"),
+        ("unacked-elsewhere", "it holds kombu's unacknowledged messages"),
+    ],
+)
+async def test_purge_refuses_kombus_event_and_unacked_names(
+    case: Case, client: aiocelerymon.Client, name: str, why: str
+) -> None:
+    queue = f"keep-{uuid.uuid4().hex[:6]}"
+    send_tasks(celery_app(case.url), queue, 2)
+    refused = await run_cli("-b", case.url, "purge", "-f", "-Q", f"{queue},{name}")
+    assert refused.code == cli.EX_USAGE
+    assert refused.err.startswith(f"Error: Refusing to purge {name!r}: {why}")
+    assert case.ready_and_unacked(queue) == (2, 0)  # refused before anything was deleted
+
+
+async def test_redis_purge_never_deletes_a_key_that_is_not_a_list(case: Case) -> None:
+    """kombu's binding set, a string, a hash, a zset under a queue's name (or under one of
+    its priority lists' names): refused, nothing deleted, and `queues` says what it is."""
+    if case.kind != "redis":
+        pytest.skip("only Redis keeps other kinds of keys beside its queues")
+    queue = f"tasks-{uuid.uuid4().hex[:6]}"
+    app = celery_app(case.url)
+    send_tasks(app, queue, 4)  # priorities 0, 3, 6, 9: the base list and its step lists
+    raw = sync_redis.Redis.from_url(case.url)
+    try:
+        bindings = f"_kombu.binding.{queue}"
+        binding = raw.smembers(bindings)
+        assert binding  # Celery declared the queue: kombu's binding set names it
+        others = {f"set-{queue}": "set", f"str-{queue}": "string", f"hash-{queue}": "hash",
+                  f"zset-{queue}": "zset"}  # fmt: skip
+        raw.sadd(f"set-{queue}", "a")
+        raw.set(f"str-{queue}", "a")
+        raw.hset(f"hash-{queue}", "a", "b")
+        raw.zadd(f"zset-{queue}", {"a": 1.0})
+        # A queue whose priority-3 list name holds a string: the queue is not purgeable as a
+        # whole, and its other lists must survive too.
+        odd = f"odd-{queue}"
+        send_tasks(app, odd, 1)
+        raw.set(f"{odd}\x06\x163", "not a list")
+        snapshot = {key: raw.dump(key) for key in raw.keys("*")}
+
+        for name, kind in {**others, odd: "string"}.items():
+            refused = await run_cli("-b", case.url, "purge", "-f", "-Q", f"{queue},{name}")
+            assert refused.code == cli.EX_USAGE, refused
+            assert refused.err == (
+                f"Error: Refusing to purge {name!r}: it is a Redis {kind}, not a queue.\n"
+            )
+            assert refused.out == ""
+        assert {key: raw.dump(key) for key in raw.keys("*")} == snapshot
+
+        others[bindings] = "set"  # refused by name by purge, shown by queues
+        shown = await run_cli("-b", case.url, "queues", "-Q", ",".join([queue, *others]))
+        assert shown.code == 0, shown.err
+        rows = [line.split(None, 2) for line in shown.out.splitlines()[1:]]
+        assert rows[0][:2] == [queue, "4"]
+        for row, (name, kind) in zip(rows[1:], others.items(), strict=True):
+            assert row == [name, "-", f"not a queue: a Redis {kind}"]
+        as_json = await run_cli("-b", case.url, "queues", "-Q", f"set-{queue}", "--json")
+        assert json.loads(as_json.out) == [{
+            "name": f"set-{queue}", "exists": False, "messages": None, "consumers": None,
+            "error": f"'set-{queue}' is not a queue: it is a Redis set",
+        }]  # fmt: skip
+
+        # The transport itself checks atomically (a type change after the CLI's check).
+        async with aiocelerymon.Client(case.url) as c:
+            with pytest.raises(NotAQueueError) as caught:
+                await c.transport.purge_queue(odd)
+            assert caught.value.what == "a Redis string"
+        assert {key: raw.dump(key) for key in raw.keys("*")} == snapshot
+
+        purged = await run_cli("-b", case.url, "purge", "-f", "-Q", queue)
+        assert purged.out.splitlines() == [
+            f"{queue}: 4 messages purged",
+            "Purged 4 messages from 1 known task queue.",
+        ]
+        assert raw.smembers(bindings) == binding
+        assert all(raw.exists(name) for name in others)
+    finally:
         raw.close()

@@ -301,10 +301,12 @@ async def test_json_shapes(broker: str, nodes: Callable[..., Responder]) -> None
     assert isinstance(parsed, list)
     assert sorted(parsed, key=lambda r: next(iter(r))) == [{N1: {"ok": "on"}}, {N2: {"ok": "on"}}]
 
+    # JSON mode: stdout is JSON only (Celery adds "1 node online." there); the summary
+    # goes to stderr.
     status = await run_cli("-b", broker, "status", "-d", N1, "-j")
-    first, rest = status.out.split("\n", 1)
-    assert json.loads(first) == {N1: {"ok": "pong"}}
-    assert rest == "\n1 node online.\n"
+    assert json.loads(status.out) == {N1: {"ok": "pong"}}
+    assert status.out.count("\n") == 1
+    assert status.err == "\n1 node online.\n"
     # Celery's separators, no sorting: json.dumps defaults.
     assert inspect.out.startswith('{"n') and '": {"pid": 1}' in inspect.out
 
@@ -325,11 +327,35 @@ async def test_no_reply_exits_69(
 async def test_a_node_that_never_replies_exits_69(
     broker: str, nodes: Callable[..., Responder]
 ) -> None:
-    responder = nodes(N1, answers={"ping": {"ok": "pong"}, "shutdown": NO_REPLY})
+    responder = nodes(N1, answers={"ping": {"ok": "pong"}, "heartbeat": NO_REPLY})
     await started(responder)
-    result = await run_cli("-b", broker, "control", "shutdown", "-t", "0.2", "-j")
+    result = await run_cli("-b", broker, "control", "heartbeat", "-t", "0.2", "-j")
     assert result.code == 69
-    assert [r["method"] for r in responder.requests] == ["shutdown"]
+    assert [r["method"] for r in responder.requests] == ["heartbeat"]
+
+
+async def test_shutdown_says_what_it_sent_and_exits_0(
+    broker: str, nodes: Callable[..., Responder]
+) -> None:
+    """Workers never answer shutdown: Celery's "No nodes replied" (exit 69) is wrong there."""
+    responder = nodes(N1, answers={"shutdown": NO_REPLY})
+    await started(responder)
+    result = await run_cli("-b", broker, "control", "shutdown", "-d", N1)
+    assert (result.code, result.out, result.err) == (
+        0,
+        f"Sent shutdown to {N1} (workers do not answer it).\n",
+        "",
+    )
+    everyone = await run_cli("-b", broker, "control", "shutdown", "-j")
+    assert (everyone.code, json.loads(everyone.out)) == (
+        0,
+        {"sent": "shutdown", "destination": None},
+    )
+    # A cast: no reply asked for. (It returns once published: the node reads it after.)
+    async with asyncio.timeout(10):
+        while len(responder.requests) < 2:
+            await asyncio.sleep(0.01)
+    assert [r.get("reply_to") for r in responder.requests] == [None, None]
 
 
 @pytest.mark.parametrize(
@@ -435,6 +461,27 @@ async def test_destination_is_split_on_commas(broker: str, nodes: Callable[..., 
     await started(responder)
     await run_cli("-b", broker, "status", "-d", f"{N1},x@y", "-t", "0.2")
     assert responder.requests[0]["destination"] == [N1, "x@y"]
+
+
+async def test_destination_names_are_stripped(broker: str, nodes: Callable[..., Responder]) -> None:
+    first, second = nodes(N1), nodes(N2)
+    await started(first, second)
+    result = await run_cli("-b", broker, "status", "-d", f" {N1}, {N2} ,", "-t", "10")
+    assert result.out.endswith("2 nodes online.\n"), result
+    assert first.requests[0]["destination"] == [N1, N2]
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , "])
+async def test_a_destination_naming_no_node_is_refused(
+    broker: str, nodes: Callable[..., Responder], value: str
+) -> None:
+    """Never widened to every node (an empty list would address all of them)."""
+    responder = nodes(N1, answers={"shutdown": NO_REPLY})
+    await started(responder)
+    result = await run_cli("-b", broker, "control", "shutdown", "-d", value)
+    assert result.code == 2
+    assert "Invalid value for '-d' / '--destination': " in result.err
+    assert responder.requests == []
 
 
 async def test_control_exchange_and_transport_options(
@@ -602,6 +649,48 @@ async def test_app_configures_the_client_and_adds_custom_commands(
         "-A", celery_app_module, "-b", "memory://empty", "status", "-t", "0.1"
     )
     assert elsewhere.code == 69
+
+
+@pytest.mark.parametrize("how", ["--config", "CELERY_CONFIG_MODULE"])
+async def test_config_module_without_app_configures_the_client(
+    how: str,
+    broker: str,
+    nodes: Callable[..., Responder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`celery --config MODULE status` (or CELERY_CONFIG_MODULE) without -A: Celery's default
+    app reads the module, from the working directory."""
+    module = f"cliconfig_{uuid.uuid4().hex[:8]}"
+    # parse_args exports --config as CELERY_CONFIG_MODULE (as Celery does): undone afterwards.
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", "")
+    (tmp_path / f"{module}.py").write_text(
+        f"broker_url = {broker!r}\ncontrol_exchange = 'cfgops'\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    responder = nodes(N1, namespace="cfgops")
+    await started(responder)
+    if how == "--config":
+        result = await run_cli("--config", module, "status", "-d", N1)
+    else:
+        monkeypatch.setenv("CELERY_CONFIG_MODULE", module)
+        result = await run_cli("status", "-d", N1)
+    assert (result.code, result.out) == (0, f"->  {N1}: OK\n\n1 node online.\n"), result.err
+    # -b still wins over the module's broker.
+    elsewhere = await run_cli("--config", module, "-b", "memory://empty", "status", "-t", "0.1")
+    assert elsewhere.code == 69
+
+
+async def test_config_module_that_cannot_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", "")
+    # Celery silently falls back to amqp://localhost here; we say why instead.
+    result = await run_cli("--config", "no_such_config_for_cli_test", "status")
+    assert result.code == 2
+    assert result.err == (
+        "Error: Cannot import the configuration module 'no_such_config_for_cli_test' "
+        "(--config/CELERY_CONFIG_MODULE): no module 'no_such_config_for_cli_test'.\n"
+    )
 
 
 async def test_custom_command_needs_the_app(broker: str) -> None:

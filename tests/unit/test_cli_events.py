@@ -38,7 +38,7 @@ class CeleryCam(Polaroid):
         POLAROID_SHOTS.append((len(state.tasks), sorted(t.name for t in state.tasks.values())))
 
 
-async def _run_with_events(argv: list[str], url: str) -> tuple[int, str]:
+async def _run_with_events(argv: list[str], url: str, stderr: str = "") -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
     async with aiocelerymon.Client(url) as client:
         # The receiver casts `heartbeat` once subscribed: our readiness signal, no sleep.
@@ -52,7 +52,7 @@ async def _run_with_events(argv: list[str], url: str) -> tuple[int, str]:
         await d.flush()
         await d.send("worker-offline", freq=2.0)
         code = await asyncio.wait_for(run, 10)
-    assert err.getvalue() == ""
+    assert err.getvalue() == stderr
     return code, out.getvalue()
 
 
@@ -70,8 +70,13 @@ async def test_dump_prints_celerys_lines():
 
 async def test_dump_json_is_one_object_per_line():
     url = f"memory://cli-ev-{uuid.uuid4().hex}"
-    code, output = await _run_with_events(["events", "--dump", "--json", "--limit", "3"], url)
-    events = [json.loads(line) for line in output.splitlines()[1:]]
+    # JSON Lines from the first line (`| jq` works): the banner goes to stderr.
+    code, output = await _run_with_events(
+        ["events", "--dump", "--json", "--limit", "3"],
+        url,
+        stderr="-> evdump: starting capture...\n",
+    )
+    events = [json.loads(line) for line in output.splitlines()]
     assert code == 0
     assert [e["type"] for e in events] == ["task-received", "task-succeeded", "worker-offline"]
     assert all("local_received" in e for e in events)
@@ -150,3 +155,44 @@ async def test_events_waits_for_a_broker_that_is_down(caplog: pytest.LogCaptureF
     assert len(warnings) == 1 and "retrying until it answers" in warnings[0].getMessage()
     assert out.getvalue().splitlines()[1].startswith("w1@test [")
     assert "] started: " in out.getvalue().splitlines()[1]  # Celery's words for worker-online
+
+
+# One rule for `events` and `demo` (cli/_monitor.py): the monitor only on a terminal when
+# nothing else was asked for; otherwise the dump.
+
+
+async def test_events_without_a_terminal_dumps_instead_of_drawing_the_monitor():
+    url = f"memory://cli-ev-{uuid.uuid4().hex}"
+    code, output = await _run_with_events(["events", "--limit", "3"], url)
+    lines = output.splitlines()
+    assert code == 0
+    assert "\033" not in output  # no escape codes in a file
+    assert lines[0] == "-> evdump: starting capture..." and len(lines) == 4
+    assert " task received: proj.add(" in lines[1]
+
+
+async def test_json_without_dump_is_the_json_dump():
+    url = f"memory://cli-ev-{uuid.uuid4().hex}"
+    code, output = await _run_with_events(
+        ["events", "--json", "--limit", "3"], url, stderr="-> evdump: starting capture...\n"
+    )
+    assert code == 0
+    assert [json.loads(line)["type"] for line in output.splitlines()] == [
+        "task-received",
+        "task-succeeded",
+        "worker-offline",
+    ]
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_demo_json_on_a_terminal_dumps_too():
+    out, err = TTY(), io.StringIO()
+    code = await asyncio.wait_for(
+        cli.run(["demo", "--json", "--limit", "5", "--rate", "50"], stdout=out, stderr=err), 30
+    )
+    assert (code, err.getvalue()) == (0, "-> evdump: starting capture...\n")
+    assert len([json.loads(line) for line in out.getvalue().splitlines()]) == 5

@@ -17,6 +17,7 @@ import pytest
 import aiocelerymon
 from aiocelerymon import cli
 from aiocelerymon.cli._task_queues import task_queues
+from aiocelerymon.control import Node
 from aiocelerymon.demo import DemoWorker
 from aiocelerymon.transports import Binding, Exchange, ExchangeKind, Message
 
@@ -111,6 +112,24 @@ async def test_no_queue_is_an_error(broker: Broker) -> None:
     )
     excluded = await run_cli("-b", broker.url, "purge", "-Q", "a", "-X", "a", "-f")
     assert excluded.code == cli.EX_UNAVAILABLE
+    assert excluded.err == "Error: No task queues to work on: none left after -X.\n"
+
+
+async def test_workers_that_consume_nothing_are_not_called_silent(broker: Broker) -> None:
+    idle = [Node(broker.client, f"idle{n}@test", unique_check_timeout=None) for n in (1, 2)]
+    for node in idle:
+        node.register("active_queues", list)  # as after cancel_consumer
+        await node.start()
+    try:
+        result = await run_cli("-b", broker.url, "queues", "-t", "5")
+    finally:
+        for node in idle:
+            await node.aclose()
+    assert result.code == cli.EX_UNAVAILABLE
+    assert result.err == (
+        "Error: No task queues to work on: none named with -Q, and the 2 workers that answered "
+        "active_queues consume none.\n"
+    )
 
 
 async def test_purge_asks_first_and_no_keeps_everything(broker: Broker, worker: DemoWorker) -> None:

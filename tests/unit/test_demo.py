@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+
+import pytest
 
 import aiocelerymon
 from aiocelerymon import cli
 from aiocelerymon.demo import NODES, TASKS, DemoCluster, TaskKind
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 10.0
 #: Addressed calls return as soon as the node answered.
 ONE = ["n1@demo"]
@@ -38,9 +46,9 @@ async def test_demo_without_a_terminal_dumps_celerys_lines() -> None:
 
 
 async def test_demo_json_duration_bound() -> None:
-    code, out, _ = await run_cli("demo", "--dump", "--json", "--duration", "1", "--rate", "50")
-    assert code == 0
-    events = [json.loads(line) for line in out.splitlines()[1:]]
+    code, out, err = await run_cli("demo", "--dump", "--json", "--duration", "1", "--rate", "50")
+    assert (code, err) == (0, "-> evdump: starting capture...\n")
+    events = [json.loads(line) for line in out.splitlines()]  # JSON from the first line
     assert {e["hostname"] for e in events} == set(NODES)
     assert {"worker-online", "task-received", "task-started"} <= {e["type"] for e in events}
 
@@ -177,3 +185,73 @@ async def test_demo_revoke_reply_and_rate_limit_as_a_worker() -> None:
         finally:
             await cluster.aclose()
             capture.cancel()
+
+
+def _demo_process(*argv: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "aiocelerymon", "demo", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_demo_dump_into_a_closed_pipe_ends_at_once_and_quietly() -> None:
+    """`demo --dump | head -n 1`: a real pipe whose reader leaves after one line."""
+    proc = _demo_process("--dump", "--duration", "120", "--rate", "20")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().rstrip("\n") == "-> evdump: starting capture..."
+    proc.stdout.close()
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (cli.EX_SIGPIPE, "")
+
+
+def test_ctrl_c_ends_the_demo_dump_with_0() -> None:
+    proc = _demo_process("--dump", "--duration", "120")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().rstrip("\n") == "-> evdump: starting capture..."
+    assert "] started: " in proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (0, "")
+
+
+async def test_demo_shows_every_state_in_its_first_seconds() -> None:
+    """What a newcomer sees without a terminal (the README's screen has all of these), even
+    at a slow rate: the simulated cluster opens with one task of each outcome."""
+    code, out, _ = await run_cli("demo", "--json", "--duration", "3", "--rate", "0.1")
+    assert code == 0
+    types = {json.loads(line)["type"] for line in out.splitlines()}
+    assert {
+        "task-started", "task-succeeded", "task-failed", "task-retried", "task-revoked",
+    } <= types, types  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv", [["inspect", "--list"], ["--help"], ["demo", "--dump", "--json", "--rate", "50"]]
+)
+def test_every_command_into_a_closed_pipe_exits_141_quietly(argv: list[str]) -> None:
+    """The reader is gone before the first write (`| true`): same quiet end for every verb."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "aiocelerymon", *argv],
+            stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == cli.EX_SIGPIPE
+    # (--json prints its banner on stderr; nothing else may appear there.)
+    assert set(proc.stderr.splitlines()) <= {"-> evdump: starting capture..."}, proc.stderr

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 import aiocelerymon
 from aiocelerymon import cli
@@ -183,12 +183,15 @@ async def test_info_traceback_result(cluster, utc) -> None:
         assert screen.body.splitlines()[:2] == ["args: (2, 2)", "kwargs: {}"]
         assert "state: FAILURE" in screen.body
         await pilot.press("x")
-        # A successful task has no traceback: the key beeps and opens nothing.
+        # A successful task has no traceback: nothing opens, and the monitor says why.
         await pilot.press("j")
         assert app.selected == ADD
+        notes: list[str] = []
+        app.notify = lambda message, **_: notes.append(str(message))  # type: ignore[method-assign]
         await pilot.press("t")
         await pilot.pause()
         assert not isinstance(app.screen, TextScreen)
+        assert notes == [f"No traceback: task {ADD} is SUCCESS."]
         await pilot.press("r")
         screen = await until_screen(pilot, TextScreen)
         assert screen.body == "4"
@@ -256,12 +259,75 @@ async def test_filters_by_state_and_name(cluster, utc) -> None:
         await pilot.press("q")
 
 
+async def test_selection_never_rests_on_a_hidden_task(cluster, utc) -> None:
+    client, workers = cluster
+    app = MonitorApp(client, refresh=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_monitor(app, pilot)
+        total = await send_scenario(workers)
+        await app.wait_for(lambda: app.event_count >= total)
+        await pilot.pause()
+        await pilot.press("j", "j")
+        assert app.selected == DIV
+        # Filter prompts start empty (typing must not append to the old filter) and say
+        # what the filter is now.
+        await pilot.press("s")
+        prompt = await until_screen(pilot, PromptScreen)
+        assert prompt.query_one(Input).value == ""
+        assert "now: all" in prompt.label
+        await pilot.press(*"success", "enter")
+        await pilot.pause()
+        assert app.selected == ADD  # DIV is hidden: the selection moved to what is shown
+        assert str(app.query_one("#selected", Static).content).startswith(f"Selected: {ADD} ")
+        await pilot.press("s")
+        prompt = await until_screen(pilot, PromptScreen)
+        assert (prompt.query_one(Input).value, "now: SUCCESS" in prompt.label) == ("", True)
+        await pilot.press(*"revoked", "enter")  # nothing is revoked: no row, no selection
+        await pilot.pause()
+        assert app.query_one("#tasks", DataTable).row_count == 0
+        assert app.selected is None
+        assert str(app.query_one("#selected", Static).content) == "No task selected"
+        await pilot.press("c")  # beeps: nothing to revoke
+        await pilot.pause()
+        assert not isinstance(app.screen, TextScreen)
+        assert all(not w.revoked for w in workers)
+        await pilot.press("q")
+
+
+async def test_state_column_is_on_screen_at_80x24(cluster, utc) -> None:
+    """The smallest usual terminal: every column, STATE included, fits without scrolling."""
+    client, workers = cluster
+    app = MonitorApp(client, refresh=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_monitor(app, pilot)
+        total = await send_scenario(workers)
+        await app.wait_for(lambda: app.event_count >= total)
+        await pilot.pause()
+        tasks = app.query_one("#tasks", DataTable)
+        right = 0
+        for column in tasks.ordered_columns:
+            right += column.get_render_width(tasks)
+            if str(column.label) == "STATE":
+                break
+        assert right <= tasks.scrollable_content_region.width, (right, tasks.size)
+        screen = app.export_screenshot()
+        for state in ("STATE", "SUCCESS", "FAILURE", "RETRY", "STARTED"):
+            assert state in screen
+        await pilot.press("q")
+
+
 async def test_events_command_without_textual_is_one_line(monkeypatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "textual" else real(name)
     )
-    out, err = io.StringIO(), io.StringIO()
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # On a terminal (without one, `events` dumps instead: cli/_monitor.py).
+    out, err = Terminal(), io.StringIO()
     code = await cli.run(["-b", "memory://x", "events"], stdout=out, stderr=err)
     assert code == cli.EX_USAGE
     assert (

@@ -311,5 +311,31 @@ async def test_camera_maxrate_limits_shots():
     assert cam.shots == 1
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"freq": 0}, {"freq": -1.0}, {"freq": float("nan")}, {"freq": float("inf")},
+     {"cleanup_freq": 0}, {"maxrate": "-1/s"}, {"maxrate": "inf"}, {"maxrate": -3}],
+)  # fmt: skip
+def test_camera_refuses_intervals_and_rates_that_would_spin_or_never_fire(kwargs):
+    with pytest.raises(ConfigurationError):
+        Camera(object(), **kwargs)
+
+
+class _ClosedPipe(Camera):
+    def on_shutter(self, state: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_camera_timer_ends_on_a_closed_output_and_says_so():
+    """`--camera` into `| head`: the shutter cannot succeed again; wait()/aclose() raise it
+    instead of logging one error per shot forever."""
+    cam = _ClosedPipe(object(), freq=0.01)
+    await cam.start()
+    with pytest.raises(BrokenPipeError):
+        await asyncio.wait_for(cam.wait(), 5)
+    with pytest.raises(BrokenPipeError):
+        await cam.aclose()
+
+
 def test_exchange_used_is_celeryev():
     assert names.event_exchange() == Exchange("celeryev", ExchangeKind.TOPIC, True, False)
