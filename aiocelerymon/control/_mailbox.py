@@ -190,9 +190,7 @@ class Mailbox:
                 headers = delivery.headers
                 inbox = self._inboxes.get(headers.get("ticket"))  # type: ignore[arg-type]
                 expires = headers.get("expires")
-                if inbox is None or (expires and expires < time.time()):
-                    self.dropped += 1
-                    continue
+                late = inbox is None or bool(expires and expires < time.time())
                 with contextlib.suppress(TypeError, ValueError):
                     self.clock.adjust(int(headers.get("clock") or 0))
                 try:
@@ -200,17 +198,27 @@ class Mailbox:
                         delivery.body, delivery.content_type, delivery.content_encoding, accept
                     )
                 except ProtocolError as exc:
+                    if late:
+                        self.dropped += 1
+                        continue
                     self.malformed += 1
                     log.warning("dropping undecodable control reply: %s", exc)
                     continue
                 if not isinstance(body, dict):
+                    if late:
+                        self.dropped += 1
+                        continue
                     self.malformed += 1
                     log.warning("dropping control reply that is not an object: %.100r", body)
                     continue
+                # Late replies too: they show the node is alive, only slow (known_nodes).
                 now = time.monotonic()
                 for node in body:
                     if isinstance(node, str):
                         self._known[node] = now
+                if inbox is None or late:
+                    self.dropped += 1
+                    continue
                 inbox.queue.put_nowait(body)
         except (ConnectionLostError, EndOfSubscription) as exc:
             if self._sub is sub:
