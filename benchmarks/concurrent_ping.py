@@ -1,0 +1,121 @@
+"""1,000 concurrent ``ping(timeout=1)`` on a fresh client, two real workers (issue 19, item 5).
+
+What a busy monitor does: many calls at once on one client that has not sent anything yet
+(no reply queue, no exchange declared). Counted, per broker: calls answered by both workers,
+calls that raised (before issue 19, hundreds raised "broker unreachable" on a healthy
+RabbitMQ), and results lacking a worker; ours must flag each of those (``complete`` False,
+the worker in ``missing``), and the row notes how many it flagged and how many it did not.
+Celery's client is synchronous, one call per thread: the same 1,000 calls on one app through
+``THREADS`` threads (its ``broker_pool_limit`` raised to match), each ``app.control.ping(
+timeout=1.0)``, which always waits out its timeout. Plus the wall time for all 1,000.
+These are measurements, not assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiocelerymon import Client
+from benchmarks.inspect_latency import _cluster
+
+CALLS = 1000
+TIMEOUT = 1.0
+#: Celery's side: threads on one app (each call holds a broker connection for its timeout).
+THREADS = 100
+
+
+async def _ours(url: str, nodes: list[str], calls: int) -> dict[str, Any]:
+    everyone = set(nodes)
+    async with Client(url) as client:  # fresh: the calls race to declare and publish
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *(client.control.ping(timeout=TIMEOUT) for _ in range(calls)),
+            return_exceptions=True,
+        )
+        elapsed = time.perf_counter() - start
+    both = raised = flagged = unflagged = 0
+    for replies in results:
+        if isinstance(replies, BaseException):
+            raised += 1
+            continue
+        got = {n for r in replies for n in r}
+        if got == everyone:
+            both += 1
+        elif not replies.complete and replies.missing == frozenset(everyone - got):
+            flagged += 1
+        else:
+            unflagged += 1
+    return {"both": both, "raised": raised, "flagged": flagged, "unflagged": unflagged,
+            "elapsed": elapsed}  # fmt: skip
+
+
+def _theirs(app: Any, nodes: list[str], calls: int) -> dict[str, Any]:
+    everyone = set(nodes)
+    app.conf.broker_pool_limit = THREADS
+
+    def one(_: int) -> Any:
+        try:
+            return {n for r in app.control.ping(timeout=TIMEOUT) for n in r}
+        except Exception as exc:  # counted, as ours
+            return exc
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        start = time.perf_counter()
+        results = list(pool.map(one, range(calls)))
+        elapsed = time.perf_counter() - start
+    raised = sum(isinstance(r, Exception) for r in results)
+    both = sum(r == everyone for r in results if not isinstance(r, Exception))
+    return {"both": both, "raised": raised, "elapsed": elapsed}
+
+
+def _rows(label: str, url: str, calls: int) -> list[dict[str, Any]]:
+    with _cluster(url, f"{label}-burst") as (app, nodes):
+        ours = asyncio.run(_ours(url, nodes, calls))
+        theirs = _theirs(app, nodes, calls)
+    note = (
+        f"ours: {ours['raised']} raised, {ours['flagged']} flagged incomplete, "
+        f"{ours['unflagged']} unflagged; Celery: {theirs['raised']} raised, {THREADS} threads"
+    )
+    what = f"{calls:,} concurrent ping(timeout=1) on a fresh client ({label})"
+    return [
+        {
+            "name": f"{what}, calls answered by both workers",
+            "note": note,
+            "unit": "calls",
+            "ours": ours["both"],
+            "theirs": theirs["both"],
+            "ratio": ours["both"] / max(theirs["both"], 1),
+        },
+        {
+            "name": f"{what}, wall time for all (lower is better)",
+            "unit": "ms",
+            "ours": ours["elapsed"] * 1000,
+            "theirs": theirs["elapsed"] * 1000,
+            "ratio": theirs["elapsed"] / ours["elapsed"],
+        },
+    ]
+
+
+def run(
+    *, quick: bool = False, redis_url: str | None = None, amqp_url: str | None = None
+) -> list[dict[str, Any]]:
+    """Two workers per broker given; the rows as benchmarks prints them."""
+    calls = 200 if quick else CALLS
+    rows: list[dict[str, Any]] = []
+    if redis_url:
+        rows += _rows("redis", redis_url, calls)
+    if amqp_url:
+        rows += _rows("amqp", amqp_url, calls)
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    # A running pair of brokers: python -m benchmarks.concurrent_ping REDIS_URL AMQP_URL
+    found = run(redis_url=sys.argv[1], amqp_url=sys.argv[2] if len(sys.argv) > 2 else None)
+    print(json.dumps(found, indent=2))
