@@ -6,7 +6,7 @@ calls that raised (before issue 19, hundreds raised "broker unreachable" on a he
 RabbitMQ), and results lacking a worker; ours must flag each of those (``complete`` False,
 the worker in ``missing``), and the row notes how many it flagged and how many it did not.
 Celery's client is synchronous, one call per thread: the same 1,000 calls on one app through
-``THREADS`` threads (its ``broker_pool_limit`` raised to match), each ``app.control.ping(
+``THREADS`` (50) threads (its ``broker_pool_limit`` raised to match), each ``app.control.ping(
 timeout=1.0)``, which always waits out its timeout. Plus the wall time for all 1,000.
 These are measurements, not assertions.
 """
@@ -24,7 +24,7 @@ from benchmarks.inspect_latency import _cluster
 CALLS = 1000
 TIMEOUT = 1.0
 #: Celery's side: threads on one app (each call holds a broker connection for its timeout).
-THREADS = 100
+THREADS = 50
 
 
 async def _ours(url: str, nodes: list[str], calls: int) -> dict[str, Any]:
@@ -52,8 +52,12 @@ async def _ours(url: str, nodes: list[str], calls: int) -> dict[str, Any]:
             "elapsed": elapsed}  # fmt: skip
 
 
-def _theirs(app: Any, nodes: list[str], calls: int) -> dict[str, Any]:
+def _theirs(url: str, nodes: list[str], calls: int) -> dict[str, Any]:
+    from celery import Celery
+
     everyone = set(nodes)
+    # A fresh app whose connection pool fits the threads (the default holds 10).
+    app = Celery("aiocm-bench-burst", broker=url, set_as_current=False)
     app.conf.broker_pool_limit = THREADS
 
     def one(_: int) -> Any:
@@ -62,19 +66,22 @@ def _theirs(app: Any, nodes: list[str], calls: int) -> dict[str, Any]:
         except Exception as exc:  # counted, as ours
             return exc
 
-    with ThreadPoolExecutor(THREADS) as pool:
-        start = time.perf_counter()
-        results = list(pool.map(one, range(calls)))
-        elapsed = time.perf_counter() - start
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            start = time.perf_counter()
+            results = list(pool.map(one, range(calls)))
+            elapsed = time.perf_counter() - start
+    finally:
+        app.close()
     raised = sum(isinstance(r, Exception) for r in results)
     both = sum(r == everyone for r in results if not isinstance(r, Exception))
     return {"both": both, "raised": raised, "elapsed": elapsed}
 
 
 def _rows(label: str, url: str, calls: int) -> list[dict[str, Any]]:
-    with _cluster(url, f"{label}-burst") as (app, nodes):
+    with _cluster(url, f"{label}-burst") as (_app, nodes):
         ours = asyncio.run(_ours(url, nodes, calls))
-        theirs = _theirs(app, nodes, calls)
+        theirs = _theirs(url, nodes, calls)
     note = (
         f"ours: {ours['raised']} raised, {ours['flagged']} flagged incomplete, "
         f"{ours['unflagged']} unflagged; Celery: {theirs['raised']} raised, {THREADS} threads"
@@ -114,8 +121,10 @@ def run(
 
 if __name__ == "__main__":
     import json
-    import sys
 
-    # A running pair of brokers: python -m benchmarks.concurrent_ping REDIS_URL AMQP_URL
-    found = run(redis_url=sys.argv[1], amqp_url=sys.argv[2] if len(sys.argv) > 2 else None)
+    from benchmarks.__main__ import _brokers
+
+    # Just these rows, on brokers of their own: python -m benchmarks.concurrent_ping
+    with _brokers() as (redis_url, amqp_url):
+        found = run(redis_url=redis_url, amqp_url=amqp_url)
     print(json.dumps(found, indent=2))
