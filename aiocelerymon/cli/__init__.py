@@ -3,8 +3,8 @@
 A drop-in for ``celery inspect``, ``celery control`` and ``celery status`` (Celery 5.5-5.7): the
 same options, arguments, text and JSON output, and exit codes, so scripts that parse Celery's
 output keep working. Differences are improvements: with ``-d`` it returns as soon as every
-named node answered, an unreachable broker is reported within the timeout (Celery retries for
-seconds), and a malformed argument is a usage error instead of a traceback.
+named node answered, an unreachable broker is reported within ``broker_connection_timeout``
+(Celery retries for longer), and a malformed argument is a usage error instead of a traceback.
 
 Usage::
 

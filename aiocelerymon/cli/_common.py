@@ -491,18 +491,9 @@ async def _execute(
             if retry:
                 await client.connect(retry=True)
                 return await body(client)
-            # Unlike Celery (kombu retries for seconds), an unreachable broker is reported within
-            # the timeout; the replies then get the whole timeout, as in Celery.
-            limit = invocation.timeout
-            if limit <= 0:
-                limit = client.transport.connect_timeout
-            try:
-                async with asyncio.timeout(limit):
-                    await client.connect()
-            except TimeoutError:
-                raise ConnectError(
-                    f"no connection to {client.transport.url} within {limit}s"
-                ) from None
+            # Connecting is bounded by broker_connection_timeout (the transport's, Celery's 4 s
+            # default), not by -t: -t covers only the wait for replies, as in Celery.
+            await client.connect()
             return await body(client)
         finally:
             with contextlib.suppress(Exception):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from aiocelerymon.control._control import Control, Inspect, NodeReplies, Replies, is_error
+from aiocelerymon.control._control import (
+    Control,
+    Inspect,
+    NodeReplies,
+    NoReplies,
+    Replies,
+    is_error,
+)
 from aiocelerymon.control._mailbox import ControlSettings, Mailbox
 from aiocelerymon.control.node import Node, NodeClient, NodeNameInUseError
 
@@ -11,6 +18,7 @@ __all__ = [
     "ControlSettings",
     "Inspect",
     "Mailbox",
+    "NoReplies",
     "Node",
     "NodeClient",
     "NodeNameInUseError",

@@ -2,9 +2,17 @@
 
 Shapes follow Celery (``celery/app/control.py``): ``broadcast(reply=True)`` returns the list of
 ``{node: reply}`` bodies in arrival order; ``Inspect`` methods return them flattened into one
-dict, or None when nobody answered. What is better than Celery: ``timeout`` is a total deadline
-(kombu's is an idle gap between replies), a call returns as soon as every addressed or expected
-node answered, and many calls share one reply queue without ever seeing each other's replies.
+dict, or, when nobody answered, :class:`NoReplies`: empty, falsy and equal to None like Celery's
+None, but still saying who was missing. What is better than Celery: ``timeout`` is a total
+deadline for the replies (kombu's is an idle gap between replies), a call returns as soon as
+every addressed or expected node answered, and many calls share one reply queue without ever
+seeing each other's replies.
+
+What bounds what: ``timeout`` covers only the wait for replies and starts once the request is
+out, as in Celery (kombu ``Mailbox._broadcast`` publishes, then ``_collect`` waits). Connecting,
+declaring the reply queue and publishing are bounded by the transport's own deadline
+(``broker_connection_timeout``, Celery's 4 s), so a slow link or a client busy with many calls
+is never mistaken for a dead broker, and an error there says what the broker did.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
@@ -24,7 +33,7 @@ from aiocelerymon.wire.pidbox import ReplyTo, request_body
 if TYPE_CHECKING:
     from aiocelerymon.control._mailbox import Mailbox
 
-__all__ = ["Control", "Inspect", "NodeReplies", "Replies", "is_error"]
+__all__ = ["Control", "Inspect", "NoReplies", "NodeReplies", "Replies", "is_error"]
 
 log = logging.getLogger("aiocelerymon.control")
 
@@ -41,9 +50,13 @@ class Replies(list[dict[str, Any]]):
     """Reply bodies ``[{node: value}, ...]`` in arrival order, plus what Celery does not tell.
 
     Attributes:
-        missing: addressed or expected nodes that did not answer before the deadline.
+        missing: nodes that did not answer before the deadline although they were addressed
+            (``destination``), ``expected``, or known to this client: they answered one of its
+            calls in the last :attr:`Mailbox.known_node_ttl <aiocelerymon.control.Mailbox>`
+            seconds (and match ``pattern``). A busy cluster shows here, not as an empty result.
         duplicates: node names that answered more than once (two workers with one name).
-        complete: False if the reply queue reconnected during the call (replies may be lost).
+        complete: False if any node is ``missing``, or if the reply queue reconnected during
+            the call (replies may be lost). True means nobody we know of was left out.
     """
 
     missing: frozenset[str]
@@ -80,7 +93,8 @@ class Replies(list[dict[str, Any]]):
 
 
 class NodeReplies(dict[str, Any]):
-    """``{node: value}`` as Celery's ``Inspect`` returns it, with ``missing``/``duplicates``."""
+    """``{node: value}`` as Celery's ``Inspect`` returns it, with ``missing``/``duplicates``/
+    ``complete`` as in :class:`Replies`."""
 
     missing: frozenset[str] = frozenset()
     duplicates: frozenset[str] = frozenset()
@@ -90,6 +104,40 @@ class NodeReplies(dict[str, Any]):
     def errors(self) -> dict[str, Any]:
         """``{node: error message}`` for every error reply."""
         return {node: value["error"] for node, value in self.items() if is_error(value)}
+
+
+class NoReplies(NodeReplies):
+    """What an ``Inspect`` method returns when nobody answered, where Celery returns None.
+
+    It behaves like that None where Celery users test for it (``not result``, ``result or {}``,
+    ``result == None``) but keeps ``missing``/``duplicates``/``complete``, so "these nodes did
+    not answer" survives. Only ``result is None`` cannot hold: test truthiness instead.
+    """
+
+    # dict's own __eq__/__ne__ would answer NotImplemented for None, hence both.
+    def __eq__(self, other: object) -> bool:
+        if other is None:
+            return not self
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like dict
+
+    def __repr__(self) -> str:
+        if self:
+            return f"NoReplies({dict.__repr__(self)})"
+        return f"NoReplies(missing={sorted(self.missing)!r}, complete={self.complete})"
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    """A usable reply timeout: None for no deadline (inf too); negative or NaN is an error."""
+    if timeout is None or timeout == math.inf:
+        return None
+    if not timeout >= 0:  # also catches NaN
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+    return float(timeout)
 
 
 def _matches(node: str, pattern: str, matcher: str) -> bool:
@@ -121,48 +169,59 @@ class Control:
     ) -> AsyncIterator[dict[str, Any]]:
         """Send ``command`` and yield each ``{node: value}`` reply as it arrives.
 
-        Ends at the total deadline ``timeout`` (None: no deadline, so give ``limit``,
-        ``destination`` or ``expected``), after ``limit`` replies (Celery's default is
+        ``timeout`` is the total time to wait for replies, counted from when the request was
+        sent (None: no deadline, so give ``limit``, ``destination`` or ``expected``; inf is
+        None). The call ends then, after ``limit`` replies (Celery's default is
         ``len(destination)``), or as soon as every node in ``destination`` or ``expected``
-        answered.
+        answered. Connecting, declaring the reply queue and publishing come before and are
+        bounded by the transport (``broker_connection_timeout``), not by ``timeout``.
 
         Raises:
-            ConnectionLostError: the broker could not be reached before the deadline, or the
-                connection dropped while waiting for replies (at once, not at the deadline;
-                the request is never re-sent).
-            ValueError: ``destination`` is not a list of names.
+            ConnectError: no connection to the broker within its connect timeout.
+            ConnectionLostError: the connection broke before the request was sent, or while
+                waiting for replies (at once, not at the deadline; the request is never
+                re-sent).
+            TransportError: the broker refused or did not confirm the request in time.
+            ValueError: ``destination`` is not a list of names, or ``timeout`` is negative
+                or NaN.
         """
         if destination is not None and isinstance(destination, str):
             raise ValueError("destination must be a list of node names, not a string")
+        timeout = _check_timeout(timeout)
         if limit is None and destination:
             limit = len(destination)
         waiting = set(destination or expected or ())
         answered: set[str] = set()
         duplicates: set[str] = set()
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         ticket = str(uuid.uuid4())
         mailbox = self.mailbox
         inbox = mailbox.register(ticket)
         generation = None
+        timed_out = False
         count = 0
         try:
-            await self._send(
-                command, arguments, destination, pattern, matcher, timeout, deadline, ticket
-            )
+            await self._send(command, arguments, destination, pattern, matcher, timeout, ticket)
             inbox.sent = True
             generation = mailbox.generation
+            # From here on only replies count (kombu starts _collect after the publish).
+            deadline = None if timeout is None else loop.time() + timeout
             while limit is None or count < limit:
                 if waiting and waiting <= answered:
                     break
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        reply = await inbox.queue.get()
-                except TimeoutError:
-                    break
+                if inbox.queue.empty():
+                    remaining = None if deadline is None else deadline - loop.time()
+                    if remaining is not None and remaining <= 0:
+                        timed_out = True
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            reply = await inbox.queue.get()
+                    except TimeoutError:
+                        timed_out = True
+                        break
+                else:
+                    reply = inbox.queue.get_nowait()  # arrived already (e.g. while publishing)
                 if inbox.error is not None:
                     raise ConnectionLostError(
                         f"reply queue lost while waiting for {command!r}: {inbox.error}; "
@@ -183,12 +242,23 @@ class Control:
         finally:
             mailbox.unregister(ticket)
             if _result is not None:
-                _result.missing = frozenset(waiting - answered)
+                missing = waiting - answered
+                if timed_out and not destination:
+                    # Everyone was asked: nodes we heard from lately and that should have
+                    # answered (by the pattern, if any) but did not are missing too, so a
+                    # busy cluster is not mistaken for an empty one.
+                    missing |= {
+                        node
+                        for node in mailbox.known_nodes()
+                        if not pattern or _matches(node, pattern, matcher or "glob")
+                    } - answered
+                _result.missing = frozenset(missing)
                 _result.duplicates = frozenset(duplicates)
                 # A reconnect of the reply queue during the call, or an outage still going on
                 # at its end (no restore yet, so no new generation), may have lost replies.
                 _result.complete = (
-                    generation == mailbox.generation
+                    not missing
+                    and generation == mailbox.generation
                     and mailbox.transport.state is TransportState.CONNECTED
                 )
 
@@ -200,33 +270,43 @@ class Control:
         pattern: str | None,
         matcher: str | None,
         timeout: float | None,
-        deadline: float | None,
         ticket: str | None,
     ) -> None:
-        """Subscribe (first call only) and publish, all within the call's deadline."""
+        """Subscribe (first call only) and publish, bounded by the connect timeout.
+
+        Not under the call's reply deadline: a request queued behind others, or on a slow
+        link, is slow, not lost; only a broker that does not answer within its connect
+        timeout fails it (ConnectError, ConnectionLostError, TransportTimeoutError).
+        """
         mailbox = self.mailbox
+        transport = mailbox.transport
+        reply_to = None
+        if ticket is not None:
+            await mailbox.listen()
+            reply_to = ReplyTo(exchange=mailbox.reply_exchange, routing_key=mailbox.oid)
+        body = request_body(
+            command,
+            arguments,
+            destination=destination,
+            pattern=pattern,
+            matcher=matcher,
+            ticket=ticket,
+            reply_to=reply_to,
+        )
+        # The transports bound their own I/O; this also bounds a publish that waits for a
+        # reconnect, so no send can outlive the connect timeout whatever the adapter.
+        limit: float | None = getattr(transport, "connect_timeout", None)
+        bound = asyncio.timeout(limit)
         try:
-            async with asyncio.timeout_at(deadline):
-                reply_to = None
-                if ticket is not None:
-                    await mailbox.listen()
-                    reply_to = ReplyTo(exchange=mailbox.reply_exchange, routing_key=mailbox.oid)
-                body = request_body(
-                    command,
-                    arguments,
-                    destination=destination,
-                    pattern=pattern,
-                    matcher=matcher,
-                    ticket=ticket,
-                    reply_to=reply_to,
-                )
+            async with bound:
                 await mailbox.publish(body, timeout)
         except TimeoutError as exc:
-            # Nothing was sent (or we cannot know): a connection problem, not "no replies".
-            url = getattr(mailbox.transport, "url", "the broker")
-            spent = "" if deadline is None else f" within {timeout}s"
+            if not bound.expired():
+                raise  # the adapter's own TransportTimeoutError says more
+            url = getattr(transport, "url", "the broker")
             raise ConnectionLostError(
-                f"could not send {command!r} to {url}{spent}: broker unreachable"
+                f"could not send {command!r} to {url}: the broker did not take it within "
+                f"{limit}s (broker_connection_timeout)"
             ) from exc
 
     async def broadcast(
@@ -250,8 +330,8 @@ class Control:
         """
         args = {**(arguments or {}), **extra}
         if not reply:
-            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-            await self._send(command, args, destination, pattern, matcher, timeout, deadline, None)
+            timeout = _check_timeout(timeout)
+            await self._send(command, args, destination, pattern, matcher, timeout, None)
             return None
         result = Replies()
         async for body in self.stream(
@@ -448,7 +528,8 @@ class Control:
 
 
 class Inspect:
-    """Celery's ``Inspect``: each method returns ``{node: value}`` or None when nobody answered."""
+    """Celery's ``Inspect``: each method returns ``{node: value}``, or a :class:`NoReplies`
+    (falsy and equal to None, as Celery's None, with ``missing``) when nobody answered."""
 
     def __init__(
         self,
@@ -471,7 +552,7 @@ class Inspect:
         self.matcher = matcher
         self.expected = expected
 
-    async def _request(self, command: str, **arguments: Any) -> NodeReplies | None:
+    async def _request(self, command: str, **arguments: Any) -> NodeReplies:
         replies = await self.control.broadcast(
             command,
             arguments,
@@ -492,57 +573,66 @@ class Inspect:
             matcher = self.matcher or "glob"
             for node in [n for n in flat if not _matches(n, self.pattern, matcher)]:
                 del flat[node]
-        return flat or None
+        if flat:
+            return flat
+        # Celery returns None here; NoReplies is as falsy but keeps who was missing.
+        nobody = NoReplies()
+        nobody.missing, nobody.duplicates, nobody.complete = (
+            flat.missing,
+            flat.duplicates,
+            flat.complete,
+        )
+        return nobody
 
-    async def call(self, command: str, **arguments: Any) -> NodeReplies | None:
+    async def call(self, command: str, **arguments: Any) -> NodeReplies:
         """Any inspect command by name, custom ones included."""
         return await self._request(command, **arguments)
 
-    async def ping(self, destination: Sequence[str] | None = None) -> NodeReplies | None:
+    async def ping(self, destination: Sequence[str] | None = None) -> NodeReplies:
         """``{node: {"ok": "pong"}}``; ``destination`` re-targets this Inspect, as in Celery."""
         if destination:
             self.destination = destination
         return await self._request("ping")
 
-    async def clock(self) -> NodeReplies | None:
+    async def clock(self) -> NodeReplies:
         """``{node: {"clock": n}}``."""
         return await self._request("clock")
 
-    async def report(self) -> NodeReplies | None:
+    async def report(self) -> NodeReplies:
         """Bug-report information of each worker."""
         return await self._request("report")
 
-    async def stats(self) -> NodeReplies | None:
+    async def stats(self) -> NodeReplies:
         """Worker statistics."""
         return await self._request("stats")
 
-    async def active(self, safe: bool | None = None) -> NodeReplies | None:
+    async def active(self, safe: bool | None = None) -> NodeReplies:
         """Tasks being executed (``safe`` makes args/kwargs reprs; Celery 5.2+)."""
         return await self._request("active", safe=safe)
 
-    async def reserved(self) -> NodeReplies | None:
+    async def reserved(self) -> NodeReplies:
         """Tasks received and waiting to run."""
         return await self._request("reserved")
 
-    async def scheduled(self) -> NodeReplies | None:
+    async def scheduled(self) -> NodeReplies:
         """Tasks with an ETA or countdown."""
         return await self._request("scheduled")
 
-    async def revoked(self) -> NodeReplies | None:
+    async def revoked(self) -> NodeReplies:
         """Revoked task ids."""
         return await self._request("revoked")
 
-    async def registered(self, *taskinfoitems: str) -> NodeReplies | None:
+    async def registered(self, *taskinfoitems: str) -> NodeReplies:
         """Registered task names (with the requested attributes)."""
         return await self._request("registered", taskinfoitems=list(taskinfoitems))
 
     registered_tasks = registered
 
-    async def active_queues(self) -> NodeReplies | None:
+    async def active_queues(self) -> NodeReplies:
         """Queues each worker consumes from."""
         return await self._request("active_queues")
 
-    async def query_task(self, *ids: str | Sequence[str]) -> NodeReplies | None:
+    async def query_task(self, *ids: str | Sequence[str]) -> NodeReplies:
         """``{node: {task_id: [state, info]}}`` for the ids each worker knows.
 
         Like Celery, one list of ids is accepted as well as the ids themselves.
@@ -550,26 +640,24 @@ class Inspect:
         flat = list(ids[0]) if len(ids) == 1 and not isinstance(ids[0], str) else list(ids)
         return await self._request("query_task", ids=flat)
 
-    async def conf(self, with_defaults: bool = False) -> NodeReplies | None:
+    async def conf(self, with_defaults: bool = False) -> NodeReplies:
         """Each worker's configuration (secrets masked by the worker)."""
         return await self._request("conf", with_defaults=with_defaults)
 
-    async def memsample(self) -> NodeReplies | None:
+    async def memsample(self) -> NodeReplies:
         """Memory sample (needs psutil on the worker)."""
         return await self._request("memsample")
 
-    async def memdump(self, samples: int = 10) -> NodeReplies | None:
+    async def memdump(self, samples: int = 10) -> NodeReplies:
         """Memory dump of the last ``samples`` samples."""
         return await self._request("memdump", samples=samples)
 
     async def objgraph(
         self, type: str = "Request", n: int = 200, max_depth: int = 10
-    ) -> NodeReplies | None:
+    ) -> NodeReplies:
         """Object graph (needs objgraph on the worker)."""
         return await self._request("objgraph", num=n, max_depth=max_depth, type=type)
 
-    async def hello(
-        self, from_node: str, revoked: Sequence[str] | None = None
-    ) -> NodeReplies | None:
+    async def hello(self, from_node: str, revoked: Sequence[str] | None = None) -> NodeReplies:
         """Mingle's handshake."""
         return await self._request("hello", from_node=from_node, revoked=revoked)

@@ -65,7 +65,15 @@ class _Inbox:
 
 
 class Mailbox:
-    """Publishes requests and demultiplexes replies for one client."""
+    """Publishes requests and demultiplexes replies for one client.
+
+    It also remembers which nodes answered lately (:meth:`known_nodes`): a broadcast that
+    ends at its deadline without them reports them ``missing`` instead of looking complete.
+    """
+
+    #: Seconds a node stays known after its last reply. Long enough to outlast a busy spell
+    #: of a polling monitor; short enough that a worker that left stops being reported.
+    known_node_ttl: float = 60.0
 
     def __init__(
         self, transport: Transport, settings: ControlSettings, clock: LamportClock | None = None
@@ -81,9 +89,11 @@ class Mailbox:
         #: Replies that could not be decoded (logged, never raised into a call).
         self.malformed = 0
         self._inboxes: dict[str, _Inbox] = {}
+        self._known: dict[str, float] = {}  # node -> time.monotonic() of its last reply
         self._sub: Subscription | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        # The reply-queue declaration in flight, shared by every call that needs it.
+        self._listening: asyncio.Future[None] | None = None
         self._unlisten = transport.on_connection_lost(self._connection_lost)
 
     @property
@@ -97,10 +107,29 @@ class Mailbox:
         return self._sub.generation if self._sub is not None else 0
 
     async def listen(self) -> None:
-        """Declare the reply queue and start routing replies (once per client)."""
-        async with self._lock:  # concurrent first calls must not declare two reply queues
-            if self._sub is not None:
+        """Declare the reply queue and start routing replies (once per client).
+
+        Concurrent first calls wait for one declaration together (they must not declare two
+        reply queues). Not a lock: a lock hands over to one waiter per event-loop iteration,
+        which made 1,000 concurrent first calls wait for each other in turn.
+        """
+        while self._sub is None:
+            pending = self._listening
+            if pending is None:
+                await self._declare()
                 return
+            try:
+                # Shielded: our cancellation must not cancel the others' declaration.
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not pending.cancelled() or (me is not None and me.cancelling()):
+                    raise
+                # The call that was declaring was cancelled: the next one declares.
+
+    async def _declare(self) -> None:
+        pending = self._listening = asyncio.get_running_loop().create_future()
+        try:
             s = self.settings
             binding = names.reply_binding(
                 self.oid,
@@ -116,6 +145,18 @@ class Mailbox:
             self._reader = asyncio.get_running_loop().create_task(
                 self._route(sub), name=f"aiocelerymon-replies-{self.oid}"
             )
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        except BaseException as exc:
+            # Everyone waiting fails with the same error at once, not one attempt after another.
+            pending.set_exception(exc)
+            pending.exception()  # retrieved, even if nobody else was waiting
+            raise
+        else:
+            pending.set_result(None)
+        finally:
+            self._listening = None
 
     def register(self, ticket: str) -> _Inbox:
         """Open the inbox for ``ticket``; replies for it are kept from now on."""
@@ -126,6 +167,14 @@ class Mailbox:
     def unregister(self, ticket: str) -> None:
         """Forget ``ticket``: later replies to it are dropped, never handed to anyone else."""
         self._inboxes.pop(ticket, None)
+
+    def known_nodes(self) -> frozenset[str]:
+        """Nodes that answered a call of this mailbox in the last :attr:`known_node_ttl` s."""
+        horizon = time.monotonic() - self.known_node_ttl
+        known = self._known
+        for node in [n for n, seen in known.items() if seen < horizon]:
+            del known[node]
+        return frozenset(known)
 
     async def publish(self, body: dict[str, Any], timeout: float | None) -> None:
         """Publish a request to ``<control_exchange>.pidbox`` (header ``expires`` from timeout)."""
@@ -144,9 +193,7 @@ class Mailbox:
                 headers = delivery.headers
                 inbox = self._inboxes.get(headers.get("ticket"))  # type: ignore[arg-type]
                 expires = headers.get("expires")
-                if inbox is None or (expires and expires < time.time()):
-                    self.dropped += 1
-                    continue
+                late = inbox is None or bool(expires and expires < time.time())
                 with contextlib.suppress(TypeError, ValueError):
                     self.clock.adjust(int(headers.get("clock") or 0))
                 try:
@@ -154,12 +201,26 @@ class Mailbox:
                         delivery.body, delivery.content_type, delivery.content_encoding, accept
                     )
                 except ProtocolError as exc:
+                    if late:
+                        self.dropped += 1
+                        continue
                     self.malformed += 1
                     log.warning("dropping undecodable control reply: %s", exc)
                     continue
                 if not isinstance(body, dict):
+                    if late:
+                        self.dropped += 1
+                        continue
                     self.malformed += 1
                     log.warning("dropping control reply that is not an object: %.100r", body)
+                    continue
+                # Late replies too: they show the node is alive, only slow (known_nodes).
+                now = time.monotonic()
+                for node in body:
+                    if isinstance(node, str):
+                        self._known[node] = now
+                if inbox is None or late:
+                    self.dropped += 1
                     continue
                 inbox.queue.put_nowait(body)
         except (ConnectionLostError, EndOfSubscription) as exc:

@@ -53,6 +53,7 @@ from aiocelerymon.wire.names import to_milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    import aiormq
     import aiormq.abc
     from aio_pika.abc import AbstractChannel
 
@@ -578,6 +579,8 @@ class AmqpTransport(TransportBase):
         # per connection); the full spec is the key so a differing redeclare still reaches
         # the broker and gets its 406.
         self._declared: set[Exchange] = set()
+        # Exchange declares in flight for publishes: one per exchange, however many callers.
+        self._declaring: dict[Exchange, asyncio.Future[None]] = {}
 
     # -- connection ------------------------------------------------------------------------
 
@@ -630,6 +633,7 @@ class AmqpTransport(TransportBase):
         self._shared = {}
         self._getters = {}
         self._declared = set()
+        self._declaring = {}
         if connection is None or connection.is_closed:
             return
         # Bounded: closing waits for the broker's Close-Ok, which a dead peer never sends.
@@ -683,6 +687,35 @@ class AmqpTransport(TransportBase):
         if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
             self._declared = set()
 
+    async def _declare_for_publish(
+        self, connection: aio_pika.Connection, exchange: Exchange
+    ) -> None:
+        """Declare ``exchange`` once however many publishes wait for it.
+
+        Concurrent first publishes (1,000 calls at once) would otherwise each send an
+        Exchange.Declare, one round trip after the other on the declare channel; and a caller
+        cancelled mid-RPC makes aiormq close that channel under all the others. One shared,
+        shielded declare per exchange avoids both.
+        """
+        pending = self._declaring.get(exchange)
+        if pending is None:
+
+            async def declare() -> None:
+                declarer = await self._shared_channel(connection, "declare")
+                await self._ensure_exchange(declarer, exchange)
+
+            pending = asyncio.ensure_future(declare())
+            self._declaring[exchange] = pending
+
+            def done(task: asyncio.Future[None]) -> None:
+                if self._declaring.get(exchange) is task:
+                    del self._declaring[exchange]
+                if not task.cancelled():
+                    task.exception()  # retrieved: every waiter may have been cancelled
+
+            pending.add_done_callback(done)
+        await asyncio.shield(pending)
+
     async def _publish(self, message: Message, exchange: Exchange, routing_key: str) -> None:
         # Encoded first: a header AMQP cannot carry fails before anything is sent.
         properties = _EncodedProperties(encode_properties(message))
@@ -691,9 +724,9 @@ class AmqpTransport(TransportBase):
         step += f"durable={exchange.durable}, auto_delete={exchange.auto_delete})"
         try:
             if exchange.name and exchange not in self._declared:
-                declarer = await self._shared_channel(connection, "declare")
-                await self._ensure_exchange(declarer, exchange)
-            raw = await self._shared_channel(connection, "publish")
+                await self._declare_for_publish(connection, exchange)
+            # aiormq's Channel, whose basic_publish takes ``wait`` (its abstract class lacks it).
+            raw = cast("aiormq.Channel", await self._shared_channel(connection, "publish"))
             step = f"publishing to exchange {exchange.name!r} with routing key {routing_key!r}"
             # Never retried: a request that may have reached workers must not run twice.
             await raw.basic_publish(
@@ -705,6 +738,13 @@ class AmqpTransport(TransportBase):
                 # Bounded like every RPC: a broker that blocks publishers (memory alarm) or
                 # never confirms must not hang the caller (the message may still arrive).
                 timeout=self.connect_timeout,
+                # Hand the frames to the connection's writer and go on: waiting for each
+                # publish's own drain holds the channel lock for several loop iterations per
+                # publish, which serialised 1,000 concurrent calls (half a second on an idle
+                # machine, past their deadline on a busy one). The writer's queue is bounded
+                # (aiormq FRAME_BUFFER_SIZE), so publishers still wait when it is full, and
+                # confirms, if asked for, are still awaited.
+                wait=False,
             )
         except DRIVER_ERRORS as exc:
             raise self._error(exc, step) from exc

@@ -373,15 +373,25 @@ async def test_unreachable_broker(url: str) -> None:
     assert "secret" not in result.err
 
 
-async def test_connecting_is_bounded_by_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_connecting_is_bounded_by_the_connection_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """broker_connection_timeout bounds connecting; -t only the replies (issue 19)."""
+    from aiocelerymon.transports.redis import RedisTransport
 
-    async def hang(self: Client) -> None:
+    async def hang(self: RedisTransport) -> None:
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(Client, "connect", hang)
-    begin = time.monotonic()
-    result = await run_cli("-b", "redis://:pw@example.invalid/0", "status", "-t", "0.3")
-    assert time.monotonic() - begin < 3
+    real_build = cli.build_client
+
+    def build(invocation: cli.Invocation, app: Any = None) -> Client:
+        client = real_build(invocation, app)
+        client.transport.connect_timeout = 0.3  # as broker_connection_timeout=0.3 would
+        return client
+
+    monkeypatch.setattr(RedisTransport, "_open", hang)
+    monkeypatch.setattr(cli._common, "build_client", build)
+    result = await run_cli("-b", "redis://:pw@example.invalid/0", "status", "-t", "30")
     assert result.code == 69
     assert "Could not connect" in result.err and "within 0.3s" in result.err
     assert ":pw@" not in result.err

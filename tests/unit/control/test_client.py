@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from aiocelerymon import Client, ConnectError, ConnectionLostError, RetryPolicy
+from aiocelerymon.control import NoReplies
 from aiocelerymon.exceptions import ProtocolError
 from aiocelerymon.transports import Transport, create_transport
 from aiocelerymon.transports.memory import MemoryBroker
@@ -255,11 +256,15 @@ async def scenario_limit_expected_missing(client: Client, nodes: Nodes) -> None:
     got = await client.control.ping(expected=[*names_, ghost], timeout=0.5)
     assert {n for r in got for n in r} == set(names_)
     assert got.missing == frozenset({ghost})
-    # The same for a destination nobody listens on; Inspect returns None, like Celery.
+    assert not got.complete
+    # The same for a destination nobody listens on.
     got = await client.control.ping(destination=[names_[0], ghost], timeout=0.5)
-    assert got.missing == frozenset({ghost})
+    assert got.missing == frozenset({ghost}) and not got.complete
     assert got == [{names_[0]: {"ok": "pong"}}]
-    assert await client.control.inspect(destination=[ghost], timeout=0.3).ping() is None
+    # Where Celery's Inspect returns None: as falsy and == None, but it still names the missing.
+    nobody = await client.control.inspect(destination=[ghost], timeout=0.3).ping()
+    assert not nobody and nobody == None  # noqa: E711 - what Celery's callers compare
+    assert nobody.missing == frozenset({ghost}) and not nobody.complete
 
 
 async def scenario_duplicates(
@@ -613,7 +618,11 @@ async def test_broker_stopped_during_a_call_raises(
 
 
 async def test_publish_timeout_is_a_connection_error(client: Client, nodes: Nodes) -> None:
-    """A publish the broker never takes ends at the call's deadline as ConnectionLostError."""
+    """A publish the broker never takes ends at the connect timeout as ConnectionLostError.
+
+    The reply timeout does not bound sending (issue 19): here it is far longer, and the error
+    names the connect timeout that did.
+    """
     await nodes.add("t@unit")
     await client.control.ping(destination=["t@unit"], timeout=LONG)  # reply queue exists
     transport = client.transport
@@ -624,9 +633,10 @@ async def test_publish_timeout_is_a_connection_error(client: Client, nodes: Node
         await never.wait()
 
     transport.publish = stuck_publish  # type: ignore[method-assign]
+    transport.connect_timeout = 0.2
     try:
-        with pytest.raises(ConnectionLostError, match="could not send 'ping'"):
-            await returns_within(client.control.ping(destination=["t@unit"], timeout=0.2))
+        with pytest.raises(ConnectionLostError, match=r"could not send 'ping'.* within 0\.2s"):
+            await returns_within(client.control.ping(destination=["t@unit"], timeout=LONG * 10))
     finally:
         transport.publish = real_publish  # type: ignore[method-assign]
     assert open_tickets(client) == 0
@@ -664,3 +674,55 @@ async def test_against_aiocelerymon_nodes(broker_name: str) -> None:
         )
         assert errors is not None
         assert errors.errors == dict.fromkeys(node_names, "KeyError('nosuch')")
+
+
+async def test_reply_timeout_starts_once_the_request_is_sent(client: Client, nodes: Nodes) -> None:
+    """Sending slower than the reply timeout (a slow link, a busy client) is not an outage.
+
+    Issue 19: the send was under the reply deadline, and such a call raised "could not send
+    ... broker unreachable" from a broker that was answering.
+    """
+    await nodes.add("s@unit")
+    transport = client.transport
+    real_publish = transport.publish
+
+    async def slow_publish(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.3)
+        await real_publish(*args, **kwargs)
+
+    transport.publish = slow_publish  # type: ignore[method-assign]
+    try:
+        got = await returns_within(client.control.ping(destination=["s@unit"], timeout=0.2))
+    finally:
+        transport.publish = real_publish  # type: ignore[method-assign]
+    assert got == [{"s@unit": {"ok": "pong"}}] and got.complete and not got.missing
+
+
+async def test_a_known_node_that_does_not_answer_is_missing(client: Client, nodes: Nodes) -> None:
+    """Nodes this client heard from lately are missing from a broadcast they did not answer."""
+    gate = asyncio.Event()
+    gate.set()
+    await nodes.add("k1@unit")
+    await nodes.add("k2@unit", gate=gate)
+    first = await returns_within(client.control.ping(expected=["k1@unit", "k2@unit"], timeout=LONG))
+    assert first.complete and client.mailbox.known_nodes() >= {"k1@unit", "k2@unit"}
+    gate.clear()  # k2 goes quiet
+    second = await client.control.ping(timeout=0.3)
+    assert [list(r) for r in second] == [["k1@unit"]]
+    assert second.missing == frozenset({"k2@unit"}) and not second.complete
+    flat = await client.control.inspect(timeout=0.3, pattern="k2*").ping()
+    assert not flat and flat == None  # noqa: E711 - what Celery's callers compare
+    assert flat.missing == frozenset({"k2@unit"})
+    # Addressed by name, the quiet node is not asked and so not missing; the pattern excludes.
+    assert (await client.control.ping(destination=["k1@unit"], timeout=LONG)).complete
+    gate.set()
+
+
+def test_no_replies_is_falsy_and_equal_to_none_but_keeps_missing() -> None:
+    nobody = NoReplies()
+    nobody.missing, nobody.complete = frozenset({"w@h"}), False
+    assert not nobody and nobody == None  # noqa: E711
+    assert (nobody != None) is False  # noqa: E711 - dict's own __ne__ would say True
+    assert nobody == {} and (nobody or {"x": 1}) == {"x": 1}
+    assert nobody.missing == frozenset({"w@h"}) and "w@h" in repr(nobody)
+    assert dict(nobody) == {} and nobody.errors == {}
