@@ -453,9 +453,9 @@ class MetricsCollector:
             host.series.add(key)
         counts = series.counts
         if index != _SENT:
-            # celery-exporter's inc(0): the other counters of this label set exist from now
-            # (task_failed's exception="" child too, except on the task-failed event itself).
-            for i in range(1, _COUNTERS):
+            # celery-exporter 0.11's inc(0): the other counters of this label set exist from
+            # now, task_sent too (task_failed's exception="" child except on task-failed).
+            for i in range(_COUNTERS):
                 if counts[i] is None and i != index and not (i == _FAILED and index == _FAILED):
                     counts[i] = 0.0
                     series.created[i] = now
