@@ -26,6 +26,7 @@ import pytest
 
 from aiocelerymon import cli
 from aiocelerymon.client import Client
+from aiocelerymon.control.commands import COMMANDS
 from aiocelerymon.exceptions import ProtocolError
 from aiocelerymon.transports import create_transport
 from aiocelerymon.wire import codec, names
@@ -534,7 +535,7 @@ async def test_list(kind: str) -> None:
     lines = result.out.splitlines()
     assert lines[0] == f"{kind.capitalize()} Commands:"
     listed = [ln.split()[0] for ln in lines[1:] if ln.startswith("  ") and ln[2] != " "]
-    expected = sorted(n for n, c in cli.COMMANDS.items() if c.kind == kind and c.visible)
+    expected = sorted(n for n, c in COMMANDS.items() if c.kind == kind and c.visible)
     assert listed == expected
     assert "hello" not in listed
     if kind == "control":

@@ -16,6 +16,7 @@ import pytest
 
 import aiocelerymon
 from aiocelerymon import cli
+from aiocelerymon.cli._task_queues import task_queues
 from aiocelerymon.demo import DemoWorker
 from aiocelerymon.transports import Binding, Exchange, ExchangeKind, Message
 
@@ -202,7 +203,7 @@ async def test_default_queues_are_the_apps_and_the_workers(
     app = Celery("q", broker=broker.url, set_as_current=False)
     app.conf.task_queues = [Queue("hipri"), Queue("lopri"), Queue("celery")]
     invocation = cli.Invocation(subcommand="purge", timeout=0.5, exclude=("lopri",))
-    names = await cli.task_queues(broker.client, invocation, app)
+    names = await task_queues(broker.client, invocation, app)
     assert names == ["hipri", "celery"]
     named = cli.Invocation(subcommand="purge", queues=("x", "y", "x"), exclude=("y",))
-    assert await cli.task_queues(broker.client, named, app) == ["x"]
+    assert await task_queues(broker.client, named, app) == ["x"]

@@ -7,6 +7,7 @@ status line); regenerate with ``AIOCELERYMON_UPDATE_SNAPSHOTS=1`` after a delibe
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import logging
 import os
@@ -255,9 +256,9 @@ async def test_filters_by_state_and_name(cluster, utc) -> None:
 
 
 async def test_events_command_without_textual_is_one_line(monkeypatch) -> None:
-    real = cli.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        cli.importlib.util, "find_spec", lambda name, *a: None if name == "textual" else real(name)
+        importlib.util, "find_spec", lambda name, *a: None if name == "textual" else real(name)
     )
     out, err = io.StringIO(), io.StringIO()
     code = await cli.run(["-b", "memory://x", "events"], stdout=out, stderr=err)
