@@ -27,6 +27,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from aiocelerymon.events import State
+from aiocelerymon.pipeline import Monitor
 
 if TYPE_CHECKING:
     from aiocelerymon.client import Client
@@ -123,7 +124,12 @@ class NotifyHandler(logging.Handler):
 
 
 class MonitorApp(App[int]):
-    """Workers, a task table with selection, and Celery's monitor keys, fed by ``client``."""
+    """Workers, a task table with selection, and Celery's monitor keys, fed by a :class:`Monitor`.
+
+    Given a :class:`Client`, the app runs its own Monitor for as long as it runs; given a
+    Monitor, it reads that one (shared with other consumers, e.g. a web server) and starts it
+    only if nobody did, closing only what it started.
+    """
 
     TITLE = "aiocelerymon events"
     CSS = """
@@ -147,7 +153,7 @@ class MonitorApp(App[int]):
 
     def __init__(
         self,
-        client: Client,
+        source: Client | Monitor,
         *,
         state: State | None = None,
         refresh: float = 1.0,
@@ -157,8 +163,14 @@ class MonitorApp(App[int]):
         on_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
-        self.client = client
-        self.state = state if state is not None else State()
+        if isinstance(source, Monitor):
+            if state is not None and state is not source.state:
+                raise ValueError("state: the monitor's own State is the one shown")
+            self.monitor = source
+        else:
+            self.monitor = Monitor(source, state=state)
+        self.client = self.monitor.client
+        self.state = self.monitor.state
         self.refresh_interval = refresh
         self.limit = limit
         self.duration = duration
@@ -173,6 +185,7 @@ class MonitorApp(App[int]):
         self.ready = asyncio.Event()
         self._recent: deque[float] = deque()
         self._arrived = asyncio.Event()
+        self._enough = asyncio.Event()
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -214,29 +227,43 @@ class MonitorApp(App[int]):
 
     @work(exclusive=True, group="capture")
     async def _capture(self) -> None:
-        receiver = self.client.events.receiver(handlers={"*": self.feed})
-        waiter = asyncio.ensure_future(self._when_ready(receiver.ready))
+        monitor = self.monitor
+        remove = monitor.add_listener(self.feed)
+        owned = not monitor.running
         try:
-            await receiver.capture(limit=self.limit, timeout=self.duration)
+            if owned:
+                await monitor.start()
+            self.ready.set()
+            if self.on_ready is not None:
+                await self.on_ready()
+            ending = asyncio.ensure_future(monitor.wait())
+            enough = asyncio.ensure_future(self._enough.wait())
+            try:
+                await asyncio.wait(
+                    {ending, enough}, timeout=self.duration, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                enough.cancel()
+                ending.cancel()
+            if ending.done() and not ending.cancelled():
+                ending.result()  # ingestion failed: show it
         finally:
-            waiter.cancel()
+            remove()
+            if owned:
+                await monitor.aclose()
         self.refresh_view()
         self.exit(0)
 
-    async def _when_ready(self, ready: asyncio.Event) -> None:
-        await ready.wait()
-        self.ready.set()
-        if self.on_ready is not None:
-            await self.on_ready()
-
     # -- events ------------------------------------------------------------------------------
 
-    def feed(self, event: Mapping[str, Any]) -> None:
-        """Receiver handler: update the State and the rate; the view refreshes on a timer."""
-        self.state.event(dict(event))
+    def feed(self, event: Mapping[str, Any], state: State | None = None) -> None:
+        """Monitor listener (the State has the event already): count it, note the rate; the
+        view refreshes on a timer. ``--limit`` ends the monitor after that many events."""
         self.event_count += 1
         self._recent.append(self.clock())
         self._arrived.set()
+        if self.limit is not None and self.event_count >= self.limit:
+            self._enough.set()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` holds, re-checking as events arrive (for tests/embedding)."""
