@@ -17,6 +17,7 @@ Usage::
     aiocelerymon events  [--dump [-j] | --camera CLASS] [--limit N] [--duration SECONDS]
     aiocelerymon queues  [-Q a,b] [-X c] [-j] [--watch [SECONDS]] [--count N]
     aiocelerymon purge   [-Q a,b] [-X c] [-f]
+    aiocelerymon exporter [--port 9808] [--host ADDR] [celery-exporter's options]
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
 ``events`` without ``--dump``/``--camera`` opens the live monitor (the ``tui`` extra).
@@ -34,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from aiocelerymon._version import __version__
-from aiocelerymon.cli import control, demo, events, inspect, purge, queues, status
+from aiocelerymon.cli import control, demo, events, exporter, inspect, purge, queues, status
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
@@ -80,6 +81,7 @@ VERBS: tuple[Verb, ...] = (
     events.VERB,
     queues.VERB,
     purge.VERB,
+    exporter.VERB,
     demo.VERB,
 )
 _BY_NAME = {verb.name: verb for verb in VERBS}

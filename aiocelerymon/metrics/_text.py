@@ -32,8 +32,8 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
 def label_value(value: object) -> str:
     """A label value, escaped. Non-strings become ``str(value)`` (``None`` is ``"None"``), as
     ``prometheus_client`` (and so celery-exporter) labels them."""
-    text = value if value.__class__ is str else str(value)
-    return text.translate(_ESCAPES)  # type: ignore[union-attr]
+    text = value if isinstance(value, str) else str(value)
+    return text.translate(_ESCAPES)
 
 
 def format_labels(pairs: Iterable[tuple[str, object]]) -> str:

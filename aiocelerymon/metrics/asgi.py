@@ -111,7 +111,9 @@ class ExporterApp:
         if path not in ("/", "/health"):
             await _respond(send, 404, b"Not Found\n", text)
         elif method not in ("GET", "HEAD"):
-            await _respond(send, 405, b"Method Not Allowed\n", text, extra=[(b"allow", b"GET, HEAD")])
+            await _respond(
+                send, 405, b"Method Not Allowed\n", text, extra=[(b"allow", b"GET, HEAD")]
+            )
         elif path == "/":
             await _respond(send, 200, _INDEX, b"text/html; charset=utf-8", head=method == "HEAD")
         elif self.healthy():

@@ -29,6 +29,7 @@ and the number of label sets is capped (``max_series``), the overflow counted, n
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -121,7 +122,7 @@ def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
         bounds.append(INF)
     if len(bounds) < 2:
         raise ValueError(f"{name}: at least one finite bucket bound is needed")
-    if any(b != b for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
+    if any(b != b for b in bounds) or any(a >= b for a, b in itertools.pairwise(bounds)):
         raise ValueError(f"{name}: bucket bounds must be strictly increasing numbers: {buckets!r}")
     return tuple(bounds)
 
@@ -164,7 +165,9 @@ class MetricsSettings:
                 raise ValueError(f"static label {key!r} needs a string value, not {value!r}")
         object.__setattr__(self, "buckets", _check_buckets("buckets", self.buckets))
         object.__setattr__(
-            self, "queue_wait_buckets", _check_buckets("queue wait buckets", self.queue_wait_buckets)
+            self,
+            "queue_wait_buckets",
+            _check_buckets("queue wait buckets", self.queue_wait_buckets),
         )
         for name in ("worker_timeout", "purge_offline_worker_metrics"):
             value = getattr(self, name)
@@ -206,15 +209,15 @@ def host_label(nodename: object) -> str:
     """The part of a node name after the first ``@`` (celery's ``nodesplit``), else all of it."""
     if nodename.__class__ is not str:
         return str(nodename)
-    head, sep, tail = nodename.partition("@")  # type: ignore[attr-defined]
-    return tail if sep else head  # type: ignore[no-any-return]
+    head, sep, tail = nodename.partition("@")
+    return tail if sep else head
 
 
 def exception_class(exception: object) -> str:
     """``ZeroDivisionError`` from ``"ZeroDivisionError('division by zero')"`` (celery-exporter's
     rule: a word followed by ``(``); ``UnknownException`` otherwise."""
     if exception.__class__ is str:
-        match = _EXCEPTION.match(exception)  # type: ignore[arg-type]
+        match = _EXCEPTION.match(exception)
         if match is not None:
             return match.group(1)
     return "UnknownException"
@@ -222,7 +225,7 @@ def exception_class(exception: object) -> str:
 
 def _number(value: object) -> float | None:
     if value.__class__ is float or value.__class__ is int:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
         return number if number == number else None
     return None
 
@@ -557,7 +560,7 @@ class MetricsCollector:
         if node is None:
             node = self._nodes[nodename] = _Node()
             host.nodes.add(nodename)
-        node.heartbeat(processed)  # type: ignore[arg-type]
+        node.heartbeat(processed)
 
     def _forget(self, host: _Host) -> None:
         if host.heartbeat is not None:
@@ -709,7 +712,9 @@ class MetricsCollector:
     def _render_workers(self, out: list[str]) -> None:
         prefix, static = self._prefix, self._static
         hosts = self._hosts.values()
-        out.append(header(f"{prefix}worker_up", "gauge", "1 if the worker sent a heartbeat lately."))
+        out.append(
+            header(f"{prefix}worker_up", "gauge", "1 if the worker sent a heartbeat lately.")
+        )
         out.extend(
             f'{prefix}worker_up{{hostname="{label_value(h.label)}"{static}}} {h.up!r}\n'
             for h in hosts
@@ -727,34 +732,22 @@ class MetricsCollector:
 
     def _render_queues(self, out: list[str]) -> None:
         prefix, static = self._prefix, self._static
-        samples = [(label_value(name), q) for name, q in self._queues.items()]
-        for name, text, value in (
-            ("queue_length", "Messages waiting in the queue.", lambda q: q.length),
-            (
-                "active_consumer_count",
-                "Consumers of the queue (AMQP only).",
-                lambda q: q.consumers,
-            ),
-            (
-                "active_worker_count",
-                "Workers consuming from the queue.",
-                lambda q: q.workers,
-            ),
+        samples = [(label_value(name), q) for name, q in self._queues.items() if q is not None]
+        for name, attr, text in (
+            ("queue_length", "length", "Messages waiting in the queue."),
+            ("active_consumer_count", "consumers", "Consumers of the queue (AMQP only)."),
+            ("active_worker_count", "workers", "Workers consuming from the queue."),
             (
                 "active_process_count",
+                "processes",
                 "Pool processes of the workers consuming from the queue.",
-                lambda q: q.processes,
             ),
         ):
             out.append(header(prefix + name, "gauge", text))
             for qname, sample in samples:
-                if sample is None:
-                    continue
-                v = value(sample)
-                if v is not None:
-                    out.append(
-                        f'{prefix}{name}{{queue_name="{qname}"{static}}} {float(v)!r}\n'
-                    )
+                value = getattr(sample, attr)
+                if value is not None:
+                    out.append(f'{prefix}{name}{{queue_name="{qname}"{static}}} {float(value)!r}\n')
 
     def _render_health(self, out: list[str], now: float) -> None:
         static = self._static.lstrip(",")

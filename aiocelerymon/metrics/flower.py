@@ -7,6 +7,7 @@ drops them with ``--purge_offline_workers``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -65,10 +66,8 @@ class FlowerMetrics:
             self.online[worker] = 0.0 if kind == "worker-offline" else 1.0
             active = event.get("active")
             if kind == "worker-heartbeat" and active is not None:
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     self.executing[worker] = float(active)
-                except (TypeError, ValueError):
-                    pass
 
     def _task(self, worker: str, kind: str, event: Mapping[str, Any], task: Any) -> None:
         raw_name = event.get("name") or task.name or ""
@@ -98,10 +97,8 @@ class FlowerMetrics:
         if kind == "task-received":
             self.prefetched[pair] = self.prefetched.get(pair, 0.0) + 1
         elif kind == "task-started" and task.started:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 self.prefetch_time[pair] = float(task.started - task.received)
-            except (TypeError, ValueError):
-                pass
             self.prefetched[pair] = self.prefetched.get(pair, 0.0) - 1
         elif kind in ("task-succeeded", "task-failed") and task.started:
             self.prefetch_time[pair] = 0.0
@@ -113,9 +110,15 @@ class FlowerMetrics:
         nodes = self._by_host.pop(host, None)
         if not nodes:
             return
-        for table in (self.events, self.runtime, self.prefetch_time, self.prefetched):
+        tables: tuple[dict[Any, Any], ...] = (
+            self.events,
+            self.runtime,
+            self.prefetch_time,
+            self.prefetched,
+        )
+        for table in tables:
             for key in [k for k in table if k[0] in nodes]:
-                del table[key]  # type: ignore[attr-defined]
+                del table[key]
         for worker in nodes:
             self.online.pop(worker, None)
             self.executing.pop(worker, None)
@@ -123,14 +126,17 @@ class FlowerMetrics:
     def render(self, out: list[str]) -> None:
         static = self._static
         v = label_value
-        out.append(header("flower_events_total", "counter", "Task events, by worker, type and task."))
+        out.append(
+            header("flower_events_total", "counter", "Task events, by worker, type and task.")
+        )
         out.extend(
-            f'flower_events_total{{worker="{v(w)}",type="{v(t)}",task="{v(n)}"{static}}} '
-            f"{c[0]!r}\n"
+            f'flower_events_total{{worker="{v(w)}",type="{v(t)}",task="{v(n)}"{static}}} {c[0]!r}\n'
             for (w, t, n), c in self.events.items()
         )
         if self.events:
-            out.append(header("flower_events_created", "gauge", "Task events, by worker, type and task."))
+            out.append(
+                header("flower_events_created", "gauge", "Task events, by worker, type and task.")
+            )
             out.extend(
                 f'flower_events_created{{worker="{v(w)}",type="{v(t)}",task="{v(n)}"{static}}} '
                 f"{format_value(c[1])}\n"
@@ -143,11 +149,15 @@ class FlowerMetrics:
             cumulative = 0.0
             for le, count in zip(self._les, hist, strict=False):
                 cumulative += count
-                out.append(f'flower_task_runtime_seconds_bucket{{{labels},le="{le}"}} {cumulative!r}\n')
+                out.append(
+                    f'flower_task_runtime_seconds_bucket{{{labels},le="{le}"}} {cumulative!r}\n'
+                )
             out.append(f"flower_task_runtime_seconds_count{{{labels}}} {hist[n]!r}\n")
             out.append(f"flower_task_runtime_seconds_sum{{{labels}}} {format_value(hist[n + 1])}\n")
         if self.runtime:
-            out.append(header("flower_task_runtime_seconds_created", "gauge", "Task runtime in seconds."))
+            out.append(
+                header("flower_task_runtime_seconds_created", "gauge", "Task runtime in seconds.")
+            )
             out.extend(
                 f'flower_task_runtime_seconds_created{{worker="{v(w)}",task="{v(t)}"{static}}} '
                 f"{format_value(h[n + 2])}\n"

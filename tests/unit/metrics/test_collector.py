@@ -215,12 +215,18 @@ def test_worker_gauges_follow_heartbeats_timeouts_and_offline(feed: Feed, clock:
     feed("worker-online", "celery@a", freq=2.0, active=0, processed=0)
     feed.heartbeat("celery@b", active=2)
     out = feed.collector.render()
-    assert samples(out, "celery_worker_up") == {labels(hostname="a"): 1.0, labels(hostname="b"): 1.0}
+    assert samples(out, "celery_worker_up") == {
+        labels(hostname="a"): 1.0,
+        labels(hostname="b"): 1.0,
+    }
     assert samples(out, "celery_worker_tasks_active") == {labels(hostname="b"): 2.0}
     feed("worker-offline", "celery@a", freq=2.0, active=0, processed=0)
     clock.now += 301  # past --worker-timeout (300 s) for b
     out = feed.collector.render()
-    assert samples(out, "celery_worker_up") == {labels(hostname="a"): 0.0, labels(hostname="b"): 0.0}
+    assert samples(out, "celery_worker_up") == {
+        labels(hostname="a"): 0.0,
+        labels(hostname="b"): 0.0,
+    }
     assert samples(out, "celery_worker_tasks_active") == {
         labels(hostname="a"): 0.0,
         labels(hostname="b"): 0.0,
@@ -413,7 +419,7 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
 def test_default_buckets_are_prometheus_clients() -> None:
     from prometheus_client import Histogram
 
-    assert DEFAULT_BUCKETS == tuple(Histogram.DEFAULT_BUCKETS)
+    assert tuple(Histogram.DEFAULT_BUCKETS) == DEFAULT_BUCKETS
 
 
 async def test_fake_worker_events_through_the_receiver() -> None:
