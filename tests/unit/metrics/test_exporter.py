@@ -62,7 +62,7 @@ async def test_exporter_app_routes_and_health() -> None:
     assert (await call(app, path="/health"))[0] == 503
     healthy = True
     assert (await call(app, path="/health"))[0] == 200
-    status, headers, body = await call(app, path="/")
+    status, _, body = await call(app, path="/")
     assert status == 200 and b'href="metrics"' in body
     assert (await call(app, path="/nope"))[0] == 404
     assert (await call(app, "DELETE", "/health"))[0] == 405
