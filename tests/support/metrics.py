@@ -27,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_TIMEOUT = 20.0
 START_DEADLINE = 60.0
 
+_LISTEN = ("--log-level", "WARNING", "--host", "127.0.0.1", "--port")
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -132,7 +134,7 @@ def ours(
     """``aiocelerymon exporter`` on ``broker_url``."""
     port = port or free_port()
     argv = [sys.executable, "-m", "aiocelerymon", "exporter", "--broker-url", broker_url,
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING", *options]  # fmt: skip
+            *_LISTEN, str(port), *options]  # fmt: skip
     return _process("aiocelerymon-exporter", argv, port, tmp)
 
 
@@ -142,7 +144,7 @@ def celery_exporter(
     """celery-exporter (``prometheus-exporter-celery``) on ``broker_url``."""
     port = free_port()
     argv = [sys.executable, "-c", "from src.cli import cli; cli()", "--broker-url", broker_url,
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING", *options]  # fmt: skip
+            *_LISTEN, str(port), *options]  # fmt: skip
     return _process("celery-exporter", argv, port, tmp)
 
 

@@ -127,7 +127,7 @@ def cluster(
 
 
 def _ignored(name: str) -> bool:
-    return name.startswith("aiocelerymon_") or name.startswith("celery_task_queue_wait_time")
+    return name.startswith(("aiocelerymon_", "celery_task_queue_wait_time"))
 
 
 def test_same_series_and_values_as_celery_exporter(cluster: Cluster) -> None:
