@@ -77,6 +77,9 @@ def examples(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, ours side by side with Celery's; results go to docs/benchmarks.md."""
     session.install("-e", ".[all]", "celery[redis]", "flower", "packaging")
+    # celery-exporter's Exporter, in process: without its redis<6 pin (kombu 5.7 needs 6.1).
+    session.install("--no-deps", CELERY_EXPORTER)
+    session.install("loguru", "flask", "waitress", "prometheus-client>=0.21,<0.22")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -292,7 +292,7 @@ class _TaskSeries:
         self.exceptions: dict[str, list[float]] | None = None
         self.runtime: _Histogram | None = None
         self.wait: _Histogram | None = None
-        self.chunks: list[str] = [""] * _CHUNKS
+        self.chunks: list[bytes] = [b""] * _CHUNKS
         self.dirty = False
 
 
@@ -624,20 +624,21 @@ class MetricsCollector:
         return len(self._series)
 
     def _render_series(self, series: _TaskSeries) -> None:
+        # Values as repr(float): what Prometheus parses (prometheus_client's Go-style exponent
+        # only matters for `le`, whose texts are computed once).
         prefix, created_on = self._prefix, self._created
         chunks, labels = series.chunks, series.labels
         for i, value in enumerate(series.counts):
             if i == _FAILED:
                 continue
             if value is None:
-                chunks[i] = chunks[_CREATED + i] = ""
+                chunks[i] = chunks[_CREATED + i] = b""
                 continue
             base = f"{prefix}task_{TASK_EVENTS[i][5:]}"
-            chunks[i] = f"{base}_total{{{labels}}} {value!r}\n"
-            if created_on:
-                chunks[_CREATED + i] = (
-                    f"{base}_created{{{labels}}} {format_value(series.created[i])}\n"
-                )
+            chunks[i] = f"{base}_total{{{labels}}} {value!r}\n".encode()
+            if created_on and not chunks[_CREATED + i]:  # set once: a created time never moves
+                line = f"{base}_created{{{labels}}} {series.created[i]!r}\n"
+                chunks[_CREATED + i] = line.encode()
         # task_failed: labels name, hostname, exception, queue_name (celery-exporter's order).
         name, host, queue = series.key
         head = f'name="{label_value(name)}",hostname="{label_value(host)}",exception="'
@@ -648,23 +649,22 @@ class MetricsCollector:
         blank = series.counts[_FAILED]
         if blank is not None:
             failed.append(f"{base}_total{{{head}{tail}}} {blank!r}\n")
-            created.append(f"{base}_created{{{head}{tail}}} {format_value(series.created[4])}\n")
+            created.append(f"{base}_created{{{head}{tail}}} {series.created[_FAILED]!r}\n")
         for cls, (count, when) in (series.exceptions or {}).items():
             lbl = f"{head}{label_value(cls)}{tail}"
             failed.append(f"{base}_total{{{lbl}}} {count!r}\n")
-            created.append(f"{base}_created{{{lbl}}} {format_value(when)}\n")
-        chunks[_FAILED] = "".join(failed)
-        chunks[_CREATED + _FAILED] = "".join(created) if created_on else ""
+            created.append(f"{base}_created{{{lbl}}} {when!r}\n")
+        chunks[_FAILED] = "".join(failed).encode()
+        chunks[_CREATED + _FAILED] = "".join(created).encode() if created_on else b""
         for hist, at, name_, les in (
             (series.runtime, _RUNTIME, "task_runtime", self._les),
             (series.wait, _WAIT, "task_queue_wait_time", self._wait_les),
         ):
             if hist is not None:
-                chunks[at] = hist.lines(prefix + name_, labels, les)
-                if created_on:
-                    chunks[at + 1] = (
-                        f"{prefix}{name_}_created{{{labels}}} {format_value(hist.created)}\n"
-                    )
+                chunks[at] = hist.lines(prefix + name_, labels, les).encode()
+                if created_on and not chunks[at + 1]:
+                    line = f"{prefix}{name_}_created{{{labels}}} {hist.created!r}\n"
+                    chunks[at + 1] = line.encode()
 
     def render(self) -> bytes:
         """The metrics in Prometheus text format 0.0.4; cost grows with the live series only."""
@@ -675,20 +675,22 @@ class MetricsCollector:
                 self._render_series(series)
                 series.dirty = False
         self._dirty.clear()
-        out: list[str] = []
+        out: list[bytes] = []
         all_series = self._series.values()
         prefix = self._prefix
         for i, kind in enumerate(TASK_EVENTS):
             base = f"{prefix}task_{kind[5:]}"
-            out.append(header(f"{base}_total", "counter", _HELP[kind]))
+            out.append(header(f"{base}_total", "counter", _HELP[kind]).encode())
             out.extend(s.chunks[i] for s in all_series)
             if self._created:
-                lines = "".join(s.chunks[_CREATED + i] for s in all_series)
+                lines = b"".join(s.chunks[_CREATED + i] for s in all_series)
                 if lines:
-                    out.append(header(f"{base}_created", "gauge", _HELP[kind]))
+                    out.append(header(f"{base}_created", "gauge", _HELP[kind]).encode())
                     out.append(lines)
-        self._render_workers(out)
-        for at, name, text in (
+        text: list[str] = []
+        self._render_workers(text)
+        out.append("".join(text).encode())
+        for at, name, help_text in (
             (_RUNTIME, "task_runtime", "Task runtime in seconds (task-succeeded events)."),
             (
                 _WAIT,
@@ -696,18 +698,20 @@ class MetricsCollector:
                 "Seconds from task-sent (or the ETA, if later) to task-started.",
             ),
         ):
-            out.append(header(prefix + name, "histogram", text))
+            out.append(header(prefix + name, "histogram", help_text).encode())
             out.extend(s.chunks[at] for s in all_series)
             if self._created:
-                lines = "".join(s.chunks[at + 1] for s in all_series)
+                lines = b"".join(s.chunks[at + 1] for s in all_series)
                 if lines:
-                    out.append(header(f"{prefix}{name}_created", "gauge", text))
+                    out.append(header(f"{prefix}{name}_created", "gauge", help_text).encode())
                     out.append(lines)
-        self._render_queues(out)
-        self._render_health(out, now)
+        text = []
+        self._render_queues(text)
+        self._render_health(text, now)
         if self.flower is not None:
-            self.flower.render(out)
-        return "".join(out).encode()
+            self.flower.render(text)
+        out.append("".join(text).encode())
+        return b"".join(out)
 
     def _render_workers(self, out: list[str]) -> None:
         prefix, static = self._prefix, self._static
