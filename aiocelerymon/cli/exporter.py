@@ -195,6 +195,13 @@ def _exporter_parser(prog: str) -> _Parser:
         help="Also Flower's flower_* metrics.",
     )
     o.add_argument(
+        "--start-at-zero",
+        action="store_true",
+        default=None,
+        help="New series show 0 at their first scrape and their count from the next, so "
+        "increase() counts a short-lived worker's first task.",
+    )
+    o.add_argument(
         "--queue-interval",
         metavar="SECONDS",
         default=e("queue_interval", "15"),
@@ -306,6 +313,7 @@ def _exporter_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> Exp
             queues=[q for q in (sns.queues or "").split(",") if q],
             flower_metrics=_flag(sns.flower_metrics, "flower_metrics"),
             max_series=_number("--max-series", sns.max_series, minimum=1, integer=True),
+            start_at_zero=_flag(sns.start_at_zero, "start_at_zero"),
         )
     except ValueError as exc:
         raise UsageError(f"Invalid exporter option: {exc}.") from None

@@ -152,6 +152,9 @@ class MetricsSettings:
     created_series: bool = field(default_factory=_env_created_series)
     #: Label sets (task name x host x queue) kept at most; beyond, events are counted as dropped.
     max_series: int = 200_000
+    #: A new series shows 0 at its first scrape and its count from the next, so increase()
+    #: and rate() count a short-lived worker's first task (celery-exporter's series start at 1).
+    start_at_zero: bool = False
 
     def __post_init__(self) -> None:
         if not METRIC_NAME.match(f"{self.metric_prefix}task_sent_total"):
@@ -245,14 +248,14 @@ class _Histogram:
         self.total += value
         self.n += 1
 
-    def lines(self, name: str, labels: str, les: tuple[str, ...]) -> str:
+    def lines(self, name: str, labels: str, les: tuple[str, ...], *, zero: bool = False) -> str:
         out = []
         cumulative = 0
         for le, count in zip(les, self.counts, strict=True):
-            cumulative += count
+            cumulative += 0 if zero else count
             out.append(f'{name}_bucket{{{labels},le="{le}"}} {float(cumulative)!r}\n')
-        out.append(f"{name}_count{{{labels}}} {float(self.n)!r}\n")
-        out.append(f"{name}_sum{{{labels}}} {format_value(self.total)}\n")
+        out.append(f"{name}_count{{{labels}}} {0.0 if zero else float(self.n)!r}\n")
+        out.append(f"{name}_sum{{{labels}}} {format_value(0.0 if zero else self.total)}\n")
         return "".join(out)
 
 
@@ -274,6 +277,7 @@ class _TaskSeries:
         "created",
         "dirty",
         "exceptions",
+        "fresh",
         "host",
         "key",
         "labels",
@@ -294,6 +298,8 @@ class _TaskSeries:
         self.wait: _Histogram | None = None
         self.chunks: list[bytes] = [b""] * _CHUNKS
         self.dirty = False
+        #: With ``start_at_zero``: children not scraped yet (rendered as 0 once).
+        self.fresh: set[object] | None = None
 
 
 class _Host:
@@ -371,6 +377,7 @@ class MetricsCollector:
         self._generic_sent = s.generic_hostname_task_sent_metric
         self._generic_worker = s.generic_hostname_worker_task_metric
         self._default_queue = s.default_queue_name
+        self._start_at_zero = s.start_at_zero
         self._buckets: tuple[float, ...] = tuple(s.buckets)
         self._les = tuple(format_value(b) for b in self._buckets)
         self._wait_buckets: tuple[float, ...] = tuple(s.queue_wait_buckets)
@@ -454,6 +461,8 @@ class MetricsCollector:
             )
             series = self._series[key] = _TaskSeries(key, labels, label)
             host.series.add(key)
+            if self._start_at_zero:
+                series.fresh = set()
         counts = series.counts
         if index != _SENT:
             # celery-exporter 0.11's inc(0): the other counters of this label set exist from
@@ -476,6 +485,8 @@ class MetricsCollector:
                 if runtime is not None:
                     if series.runtime is None:
                         series.runtime = _Histogram(len(self._buckets), now)
+                        if series.fresh is not None:
+                            series.fresh.add(_RUNTIME)
                     series.runtime.observe(self._buckets, runtime)
         if index == _FAILED:
             cls = exception_class(task.exception if task is not None else event.get("exception"))
@@ -485,6 +496,8 @@ class MetricsCollector:
             child = exceptions.get(cls)
             if child is None:
                 exceptions[cls] = [1.0, now]
+                if series.fresh is not None:
+                    series.fresh.add(cls)
             else:
                 child[0] += 1.0
         else:
@@ -492,6 +505,8 @@ class MetricsCollector:
             if value is None:
                 counts[index] = 1.0
                 series.created[index] = now
+                if series.fresh is not None:
+                    series.fresh.add(index)
             else:
                 counts[index] = value + 1.0
         if not series.dirty:
@@ -520,6 +535,8 @@ class MetricsCollector:
                 baseline = max(baseline, eta_ts)
         if series.wait is None:
             series.wait = _Histogram(len(self._wait_buckets), now)
+            if series.fresh is not None:
+                series.fresh.add(_WAIT)
         series.wait.observe(self._wait_buckets, max(0.0, started - baseline))
 
     def _heartbeat(self, event: Mapping[str, Any], state: _StateLike) -> None:
@@ -628,12 +645,15 @@ class MetricsCollector:
         # only matters for `le`, whose texts are computed once).
         prefix, created_on = self._prefix, self._created
         chunks, labels = series.chunks, series.labels
+        zero = series.fresh or ()
         for i, value in enumerate(series.counts):
             if i == _FAILED:
                 continue
             if value is None:
                 chunks[i] = chunks[_CREATED + i] = b""
                 continue
+            if i in zero:
+                value = 0.0
             base = f"{prefix}task_{TASK_EVENTS[i][5:]}"
             chunks[i] = f"{base}_total{{{labels}}} {value!r}\n".encode()
             if created_on and not chunks[_CREATED + i]:  # set once: a created time never moves
@@ -652,7 +672,7 @@ class MetricsCollector:
             created.append(f"{base}_created{{{head}{tail}}} {series.created[_FAILED]!r}\n")
         for cls, (count, when) in (series.exceptions or {}).items():
             lbl = f"{head}{label_value(cls)}{tail}"
-            failed.append(f"{base}_total{{{lbl}}} {count!r}\n")
+            failed.append(f"{base}_total{{{lbl}}} {0.0 if cls in zero else count!r}\n")
             created.append(f"{base}_created{{{lbl}}} {when!r}\n")
         chunks[_FAILED] = "".join(failed).encode()
         chunks[_CREATED + _FAILED] = "".join(created).encode() if created_on else b""
@@ -661,7 +681,7 @@ class MetricsCollector:
             (series.wait, _WAIT, "task_queue_wait_time", self._wait_les),
         ):
             if hist is not None:
-                chunks[at] = hist.lines(prefix + name_, labels, les).encode()
+                chunks[at] = hist.lines(prefix + name_, labels, les, zero=at in zero).encode()
                 if created_on and not chunks[at + 1]:
                     line = f"{prefix}{name_}_created{{{labels}}} {hist.created!r}\n"
                     chunks[at + 1] = line.encode()
@@ -670,11 +690,16 @@ class MetricsCollector:
         """The metrics in Prometheus text format 0.0.4; cost grows with the live series only."""
         now = self._clock()
         self.expire(now)
+        again: list[_TaskSeries] = []
         for series in self._dirty:
             if series.dirty:
                 self._render_series(series)
-                series.dirty = False
-        self._dirty.clear()
+                if series.fresh:  # shown as 0 this time: the real counts at the next scrape
+                    series.fresh.clear()
+                    again.append(series)
+                else:
+                    series.dirty = False
+        self._dirty = again
         out: list[bytes] = []
         all_series = self._series.values()
         prefix = self._prefix

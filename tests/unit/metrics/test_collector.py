@@ -391,6 +391,31 @@ def test_health_series_from_monitor_stats(feed: Feed) -> None:
     assert 0 <= lag < 5
 
 
+def test_start_at_zero_shows_new_series_at_zero_for_one_scrape(clock: Clock) -> None:
+    """Prometheus' increase() ignores a series' first sample: a series that appears at 1 (a
+    pod that ran one task) is counted as 0. With start_at_zero it appears at 0 first."""
+    feed = Feed(MetricsCollector(MetricsSettings(start_at_zero=True), clock=clock))
+    feed.task("t", "celery@pod-1", fail="KeyError('k')")
+    key = labels(name="t", hostname="pod-1", queue_name="celery")
+    failed = labels(name="t", hostname="pod-1", queue_name="celery", exception="KeyError")
+    first = feed.collector.render()
+    assert samples(first, "celery_task_received_total") == {key: 0.0}
+    assert samples(first, "celery_task_failed_total")[failed] == 0.0
+    second = feed.collector.render()
+    assert samples(second, "celery_task_received_total") == {key: 1.0}
+    assert samples(second, "celery_task_failed_total")[failed] == 1.0
+    # A child created later on a series already scraped starts at 0 too (its runtime histogram).
+    feed.task("t", "celery@pod-1")
+    third = feed.collector.render()
+    assert samples(third, "celery_task_succeeded_total") == {key: 1.0}
+    assert samples(third, "celery_task_runtime_count") == {key: 0.0}
+    assert samples(feed.collector.render(), "celery_task_runtime_count") == {key: 1.0}
+    # Off (the default, as celery-exporter): counts from the first scrape.
+    plain = Feed(MetricsCollector(clock=clock))
+    plain.task("t", "celery@pod-1")
+    assert samples(plain.collector.render(), "celery_task_received_total") == {key: 1.0}
+
+
 def test_created_series_can_be_switched_off(clock: Clock) -> None:
     feed = Feed(MetricsCollector(MetricsSettings(created_series=False), clock=clock))
     feed.task("t", "celery@h")

@@ -82,6 +82,7 @@ def test_defaults_are_celery_exporters() -> None:
     assert (s.worker_timeout, s.purge_offline_worker_metrics) == (300, 600)
     assert s.metric_prefix == "celery_" and s.default_queue_name == "celery"
     assert not s.generic_hostname_task_sent_metric and not s.flower_metrics
+    assert not s.start_at_zero
 
 
 def test_celery_exporter_options_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,6 +99,7 @@ def test_celery_exporter_options_are_read(monkeypatch: pytest.MonkeyPatch) -> No
             "-Q", "a,b",
             "--worker-timeout", "0",
             "--purge-offline-worker-metrics", "120",
+            "--start-at-zero",
         ]
     )  # fmt: skip
     assert inv.broker == "redis://localhost:6379/3"
@@ -109,6 +111,7 @@ def test_celery_exporter_options_are_read(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.metric_prefix == "jobs_" and s.generic_hostname_task_sent_metric
     assert list(s.queues) == ["a", "b"] and s.flower_metrics
     assert (s.worker_timeout, s.purge_offline_worker_metrics) == (0, 120)
+    assert s.start_at_zero
 
 
 @pytest.mark.parametrize(
