@@ -388,6 +388,7 @@ class MetricsCollector:
         self._nodes: dict[str, _Node] = {}
         self._queues: dict[str, QueueSample | None] = dict.fromkeys(s.queues)
         self._last_event: Mapping[str, Any] | None = None
+        self._expired_at = -math.inf
         self._here = utcoffset()
         #: Events seen, label sets refused by ``max_series``, hosts purged.
         self.events = 0
@@ -414,6 +415,11 @@ class MetricsCollector:
         """Count one event; ``state`` has applied it already."""
         self.events += 1
         self._last_event = event
+        if not self.events & 63:
+            # Expire between scrapes too: a monitor nobody scrapes stays bounded under churn.
+            now = self._clock()
+            if now - self._expired_at >= 1.0:
+                self.expire(now)
         kind = event.get("type")
         index = _INDEX.get(kind)  # type: ignore[arg-type]
         if index is not None:
@@ -609,6 +615,7 @@ class MetricsCollector:
         if not timeout and not purge:
             return
         now = self._clock() if now is None else now
+        self._expired_at = now
         for host in list(self._hosts.values()):
             if (
                 timeout
