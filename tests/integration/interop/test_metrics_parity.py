@@ -104,9 +104,12 @@ def _finished(p: str) -> Any:
     )
 
 
-def _run_tasks(url: str, exporters: list[ExporterProcess], p: str) -> dict[str, str]:
+def _run_tasks(url: str, exporters: list[ExporterProcess], p: str, backlog: bool) -> dict[str, str]:
     app = _celery_app(url)
     try:
+        if backlog:  # waiting in a queue no worker consumes: celery_queue_length 3
+            for i in range(3):
+                app.send_task(f"{APP}.add", (i, i), queue="reports")
         ids = {f"add{i}": app.send_task(f"{APP}.add", (i, i)).id for i in range(3)}
         ids |= {f"fail{i}": app.send_task(f"{APP}.fail").id for i in range(2)}
         ids["retry"] = app.send_task(f"{APP}.retry_once").id
@@ -139,7 +142,7 @@ def cluster(
         # Each exporter's event consumer is live once it saw the worker's heartbeat.
         for exporter in (theirs, mine):
             exporter.wait_until(_worker_up(p), "the worker's heartbeat", DEADLINE)
-        ids = _run_tasks(url, [theirs, mine], p)
+        ids = _run_tasks(url, [theirs, mine], p, backlog=bool(options))
         for exporter in (theirs, mine):
             exporter.wait_until(_finished(p), "every task finished", DEADLINE)
         yield Cluster(variant, options, url, w, mine, theirs, ids)
@@ -178,7 +181,9 @@ def test_same_series_and_values_as_celery_exporter(cluster: Cluster) -> None:
     assert consumers == (1.0 if cluster.variant.broker == "amqp" else None)
     if cluster.options:  # -Q: a queue nobody consumes from has its gauges too
         assert value(a, f"{p}active_worker_count", queue_name="reports", **static) == 0.0
-        assert value(a, f"{p}queue_length", queue_name="reports", **static) == 0.0
+        assert value(a, f"{p}queue_length", queue_name="reports", **static) == 3.0
+        sent = {"name": add, "hostname": "generic", "queue_name": "reports", **static}
+        assert value(a, f"{p}task_sent_total", **sent) == 3.0
 
 
 def test_our_own_health_series(cluster: Cluster) -> None:
