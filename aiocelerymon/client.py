@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -10,6 +10,8 @@ from aiocelerymon.control import Control, ControlSettings, Mailbox
 from aiocelerymon.events import Events, EventSettings
 from aiocelerymon.transports import RetryPolicy, TransportBase, create_transport
 from aiocelerymon.wire import codec, names
+from aiocelerymon.wire.entities import Exchange, ExchangeKind
+from aiocelerymon.wire.task import DEFAULT_QUEUE, task_exchange, task_message
 
 __all__ = ["Client"]
 
@@ -122,6 +124,34 @@ class Client:
         monitor started before its broker, as kombu's ``ensure_connection`` does for Celery's.
         """
         await self.transport.connect(retry=retry)
+
+    async def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Celery's ``app.send_task``: publish a task by name; returns its id.
+
+        Routed as Celery routes a task with no route configured: to ``queue`` (default
+        ``celery``) through the direct exchange of the same name, unless ``exchange`` and
+        ``routing_key`` say otherwise. ``options`` are those of
+        :func:`aiocelerymon.wire.task.task_message` (``task_id``, ``countdown``, ``eta``,
+        ``expires``, ``priority``, ``time_limit``, ...).
+        """
+        queue = queue or DEFAULT_QUEUE
+        options.setdefault("serializer", self.control_settings.task_serializer)
+        message = task_message(name, args, kwargs, **options)
+        target = task_exchange(exchange if exchange is not None else queue)
+        if exchange == "":
+            target = Exchange("", ExchangeKind.DIRECT)
+        await self.transport.publish(message, target, routing_key or queue)
+        return str(message.headers["id"])
 
     async def aclose(self) -> None:
         """Remove the reply queue and close the connection."""

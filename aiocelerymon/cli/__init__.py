@@ -18,6 +18,7 @@ Usage::
     aiocelerymon queues  [-Q a,b] [-X c] [-j] [--watch [SECONDS]] [--count N]
     aiocelerymon purge   [-Q a,b] [-X c] [-f]
     aiocelerymon exporter [--port 9808] [--host ADDR] [celery-exporter's options]
+    aiocelerymon serve   [--address HOST] [--port PORT] [--url-prefix PATH] ...
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
 ``events`` without ``--dump``/``--camera`` opens the live monitor (the ``tui`` extra).
@@ -35,7 +36,17 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from aiocelerymon._version import __version__
-from aiocelerymon.cli import control, demo, events, exporter, inspect, purge, queues, status
+from aiocelerymon.cli import (
+    control,
+    demo,
+    events,
+    exporter,
+    inspect,
+    purge,
+    queues,
+    serve,
+    status,
+)
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
@@ -81,6 +92,7 @@ VERBS: tuple[Verb, ...] = (
     events.VERB,
     queues.VERB,
     purge.VERB,
+    serve.VERB,
     exporter.VERB,
     demo.VERB,
 )

@@ -108,6 +108,14 @@ class EventFilter:
             return False
         return self._states is None or (task is not None and self._states(task.state))
 
+    def task_matches(self, task: Any) -> bool:
+        """Whether a State task passes the worker, name and state filters (for resyncs)."""
+        if self._workers is not None and not self._workers(getattr(task.worker, "hostname", None)):
+            return False
+        if self._names is not None and not self._names(task.name):
+            return False
+        return self._states is None or self._states(task.state)
+
     def __repr__(self) -> str:
         spec = " ".join(f"{k}={sorted(v)}" for k, v in self.spec.items())
         return f"<EventFilter {spec or 'all'}>"
@@ -116,9 +124,9 @@ class EventFilter:
 class Subscriber:
     """A bounded queue of events (and :class:`Lagged` notices), as an async iterator.
 
-    Use it as ``async with monitor.subscribe() as sub: async for item in sub: ...``; leaving
-    the block (or :meth:`close`) unsubscribes. Iteration ends when the monitor stops. Event
-    dicts are shared with every other consumer: read them, never modify them.
+    Use it as ``with monitor.subscribe() as sub: async for item in sub: ...`` (``async with``
+    works too); leaving the block (or :meth:`close`) unsubscribes. Iteration ends when the
+    monitor stops. Event dicts are shared with every other consumer: read, never modify them.
     """
 
     def __init__(self, hub: Hub, maxsize: int, filter: Filter | None) -> None:
@@ -196,6 +204,17 @@ class Subscriber:
     def close(self) -> None:
         """Unsubscribe; queued items can still be read."""
         self.hub.unsubscribe(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -329,14 +329,17 @@ class Monitor:
 
     # -- life --------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start ingestion as a task; returns once the event subscription is live."""
+    async def start(self, *, wait: bool = True) -> None:
+        """Start ingestion as a task; returns once the event subscription is live (with
+        ``wait``; otherwise at once, and :attr:`ready` tells when)."""
         if self._started:
             raise RuntimeError("a Monitor starts once")
         self._started = True
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name="aiocelerymon-monitor"
         )
+        if not wait:
+            return
         waiter = asyncio.ensure_future(self.receiver.ready.wait())
         try:
             await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,394 @@
+"""``aiocelerymon serve``: the web monitor (Flower-compatible API, live push) on uvicorn.
+
+One asyncio process: the Monitor ingests the event stream, the app answers HTTP and push
+clients from it. Flower's option names and defaults (``--address``, ``--port 5555``,
+``--url-prefix``, ``--max-tasks 100000``, ``--max-workers 5000``, ``--inspect-timeout``,
+``--purge-offline-workers``, ``--enable-events``), each also read from ``AIOCELERYMON_<NAME>``
+(and Flower's ``FLOWER_<NAME>`` as a fallback, for drop-in use). Ctrl-C and SIGTERM stop it
+cleanly: HTTP connections closed, the event and reply queues removed, exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import ipaddress
+import logging
+import math
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from aiocelerymon.cli._common import (
+    CLOSE_TIMEOUT,
+    EX_FAILURE,
+    EX_OK,
+    CommandError,
+    Context,
+    Invocation,
+    UsageError,
+    Verb,
+    _env,
+    _env_flag,
+    _Parser,
+    _transport_option,
+    build_client,
+)
+
+#: Flower's defaults.
+DEFAULT_ADDRESS = "127.0.0.1"
+DEFAULT_PORT = 5555
+DEFAULT_INSPECT_TIMEOUT = 1.0
+MAX_TASKS = 100_000
+MAX_WORKERS = 5000
+
+WEB_MISSING = "aiocelerymon serve needs the web extra: pip install 'aiocelerymon[web]'."
+
+log = logging.getLogger("aiocelerymon.web")
+
+
+def _security() -> ModuleType | None:
+    """The security layer (``aiocelerymon.web.security``), when installed with this package."""
+    try:
+        return importlib.import_module("aiocelerymon.web.security")
+    except ImportError:
+        return None
+
+
+@dataclass
+class ServeInvocation(Invocation):
+    """``serve``'s own options on top of the global ones."""
+
+    address: str = DEFAULT_ADDRESS
+    port: int = DEFAULT_PORT
+    url_prefix: str = ""
+    max_tasks: int = MAX_TASKS
+    max_workers: int = MAX_WORKERS
+    inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
+    purge_offline_workers: float | None = None
+    enable_events: bool = False
+    insecure_no_auth: bool = False
+    namespace: argparse.Namespace | None = None
+
+
+def _env_serve(name: str) -> str | None:
+    return _env(f"AIOCELERYMON_{name}", f"FLOWER_{name}")
+
+
+def _serve_parser(prog: str) -> _Parser:
+    parser = _Parser(
+        prog=f"{prog} serve",
+        usage=f"{prog} serve [OPTIONS]",
+        help_command=f"{prog} serve",
+        description=(
+            "The web monitor: a Flower-compatible HTTP API and live push (WebSocket, SSE) "
+            "over the cluster's event stream and remote control. Every option can also be "
+            "set as AIOCELERYMON_<OPTION> (e.g. AIOCELERYMON_PORT)."
+        ),
+    )
+    group = parser.add_argument_group("server options")
+    group.add_argument(
+        "--address", metavar="HOST",
+        help=f"Address to bind (default {DEFAULT_ADDRESS}; a non-loopback one needs auth).",
+    )  # fmt: skip
+    group.add_argument("--port", metavar="PORT", help=f"Port (default {DEFAULT_PORT}; 0: any).")
+    group.add_argument("--url-prefix", metavar="PATH", help="Serve under this path prefix.")
+    group.add_argument(
+        "--max-tasks", metavar="N", help=f"Tasks kept in memory (default {MAX_TASKS})."
+    )
+    group.add_argument(
+        "--max-workers", metavar="N", help=f"Workers kept in memory (default {MAX_WORKERS})."
+    )
+    group.add_argument(
+        "--inspect-timeout", metavar="SECONDS",
+        help=(
+            "Total deadline of inspect and control calls, in seconds (default "
+            f"{DEFAULT_INSPECT_TIMEOUT:g}); they return as soon as every live worker answered."
+        ),
+    )  # fmt: skip
+    group.add_argument(
+        "--purge-offline-workers", metavar="SECONDS",
+        help="Forget workers offline for longer than SECONDS.",
+    )  # fmt: skip
+    group.add_argument(
+        "--enable-events", action="store_true", default=None,
+        help=(
+            "Ask workers to send task events: once at start, and once to each new worker "
+            "that sends none (never periodically)."
+        ),
+    )  # fmt: skip
+    group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
+    security = _security()
+    auth = parser.add_argument_group("security options")
+    if security is not None:
+        security.add_security_options(auth)
+    else:
+        auth.add_argument(
+            "--insecure-no-auth", action="store_true", default=None,
+            help="Allow a non-loopback --address without authentication.",
+        )  # fmt: skip
+    return parser
+
+
+def _number(option: str, raw: str | None, kind: Callable[[str], Any], low: float,
+            high: float | None = None) -> Any:  # fmt: skip
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise UsageError(f"Invalid value for {option}: {raw!r} is not a number.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"Invalid value for {option}: {raw!r} is not a finite number.")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise UsageError(f"Invalid value for {option}: {raw!r} must be {bound}.")
+    return value
+
+
+def _serve_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> ServeInvocation:
+    def pick(attr: str, env: str) -> Any:
+        value = getattr(sns, attr)
+        return value if value is not None else _env_serve(env)
+
+    port = _number("--port", pick("port", "PORT"), int, 0, 65535)
+    max_tasks = _number("--max-tasks", pick("max_tasks", "MAX_TASKS"), int, 1)
+    max_workers = _number("--max-workers", pick("max_workers", "MAX_WORKERS"), int, 1)
+    timeout = _number("--inspect-timeout", pick("inspect_timeout", "INSPECT_TIMEOUT"), float,
+                      0.001, 3600)  # fmt: skip
+    purge = _number(
+        "--purge-offline-workers", pick("purge_offline_workers", "PURGE_OFFLINE_WORKERS"),
+        float, 0.001,
+    )  # fmt: skip
+    prefix = pick("url_prefix", "URL_PREFIX") or ""
+    from aiocelerymon.web.app import normalize_prefix
+
+    try:
+        prefix = normalize_prefix(prefix)
+    except ValueError as exc:
+        raise UsageError(f"Invalid value for --url-prefix: {exc}.") from None
+    enable = sns.enable_events or _env_flag("--enable-events", "AIOCELERYMON_ENABLE_EVENTS")
+    insecure = bool(getattr(sns, "insecure_no_auth", None)) or _env_flag(
+        "--insecure-no-auth", "AIOCELERYMON_INSECURE_NO_AUTH"
+    )
+    return ServeInvocation(
+        subcommand="serve",
+        app=ns.app or _env("APP", "CELERY_APP", "AIOCELERYMON_APP"),
+        broker=ns.broker or _env("BROKER_URL", "CELERY_BROKER", "AIOCELERYMON_BROKER_URL"),
+        no_color=bool(ns.no_color),
+        quiet=bool(ns.quiet),
+        control_exchange=ns.control_exchange,
+        transport_options=dict(_transport_option(item) for item in ns.transport_option),
+        address=(pick("address", "ADDRESS") or DEFAULT_ADDRESS).strip(),
+        port=DEFAULT_PORT if port is None else port,
+        url_prefix=prefix,
+        max_tasks=max_tasks or MAX_TASKS,
+        max_workers=max_workers or MAX_WORKERS,
+        inspect_timeout=timeout or DEFAULT_INSPECT_TIMEOUT,
+        purge_offline_workers=purge,
+        enable_events=bool(enable),
+        insecure_no_auth=insecure,
+        namespace=sns,
+    )
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``; an unresolvable name is not."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    """A listening socket (so the real port of ``--port 0`` is known before serving)."""
+    host = address.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise CommandError(f"Cannot bind {address}:{port}: {exc}", EX_FAILURE) from exc
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"Cannot bind {address}:{port}: {exc}", EX_FAILURE) from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _default_queues(app: Any) -> tuple[str, ...]:
+    if app is None:
+        return ("celery",)
+    with contextlib.suppress(Exception):
+        names = [str(q) for q in app.amqp.queues]
+        if names:
+            return tuple(names)
+    return (str(getattr(app.conf, "task_default_queue", None) or "celery"),)
+
+
+@contextlib.contextmanager
+def _audit_to_stderr() -> Iterator[None]:
+    """The audit trail (INFO) and our warnings, with timestamps, on stderr while serving."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    audit = logging.getLogger("aiocelerymon.web.audit")
+    level, propagate = audit.level, audit.propagate
+    audit.setLevel(logging.INFO)
+    audit.addHandler(handler)
+    audit.propagate = False
+    try:
+        yield
+    finally:
+        audit.removeHandler(handler)
+        audit.setLevel(level)
+        audit.propagate = propagate
+
+
+async def _run(ctx: Context) -> int:
+    invocation = ctx.invocation
+    assert isinstance(invocation, ServeInvocation)
+    try:
+        import uvicorn
+
+        from aiocelerymon.pipeline import Monitor
+        from aiocelerymon.web import create_app
+    except ImportError as exc:
+        raise UsageError(WEB_MISSING) from exc
+    security = _security()
+    settings = None
+    if security is not None:
+        settings = security.security_settings_from_args(invocation.namespace)
+        try:
+            security.check_bind(invocation.address, settings)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    elif not is_loopback(invocation.address) and not invocation.insecure_no_auth:
+        raise UsageError(
+            f"Refusing to serve on {invocation.address} without authentication: bind a "
+            "loopback address, or pass --insecure-no-auth."
+        )
+    sock = _bind(invocation.address, invocation.port)
+    client = build_client(invocation, ctx.app)
+    monitor = Monitor(
+        client,
+        max_tasks=invocation.max_tasks,
+        max_workers=invocation.max_workers,
+        purge_offline_workers=invocation.purge_offline_workers,
+        enable_events=invocation.enable_events,
+    )
+    app = create_app(
+        monitor,
+        security=settings,
+        url_prefix=invocation.url_prefix,
+        inspect_timeout=invocation.inspect_timeout,
+        default_queues=_default_queues(ctx.app),
+    )
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        # X-Forwarded-* are the security layer's business (--forwarded-allow-ips).
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(CLOSE_TIMEOUT),
+    )
+    server = _Server(config)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    ctx.out.error(
+        f"aiocelerymon serve: http://{shown}:{port}{invocation.url_prefix}/ "
+        f"(broker {client.transport.url.redacted()})"
+    )
+    try:
+        with _audit_to_stderr():
+            # Started here, not in the app's lifespan: HTTP is up (healthcheck answers) while
+            # the monitor still waits for its broker, as Flower's is.
+            await monitor.start(wait=False)
+            watcher = asyncio.ensure_future(_stop_when_ingestion_fails(monitor, server))
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                watcher.cancel()
+    finally:
+        sock.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await monitor.aclose()
+                await client.aclose()
+    if server.failure is not None:
+        raise CommandError(f"Event ingestion stopped: {server.failure}")
+    return EX_OK if server.started else EX_FAILURE
+
+
+async def _stop_when_ingestion_fails(monitor: Any, server: _Server) -> None:
+    try:
+        await monitor.wait()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        server.failure = exc
+    server.should_exit = True
+
+
+class _Server:
+    """uvicorn's Server with our signal handling: SIGINT/SIGTERM ask for a graceful stop and
+    are not re-raised afterwards (uvicorn re-raises them, which would end us with status 1
+    or a KeyboardInterrupt instead of a clean exit 0)."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                loop = asyncio.get_running_loop()
+                installed = []
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                        loop.add_signal_handler(sig, self.handle_exit, sig, None)
+                        installed.append(sig)
+                try:
+                    yield
+                finally:
+                    for sig in installed:
+                        loop.remove_signal_handler(sig)
+
+        self._server = Server(config)
+        self.failure: BaseException | None = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server.started)
+
+    @property
+    def should_exit(self) -> bool:
+        return bool(self._server.should_exit)
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._server.should_exit = value
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        await self._server.serve(sockets=sockets)
+
+
+VERB = Verb(
+    name="serve",
+    summary="The web monitor: Flower-compatible API and live push.",
+    parser=_serve_parser,
+    invocation=lambda ns, sns, _sub: _serve_invocation(ns, sns),
+    run=_run,
+)
