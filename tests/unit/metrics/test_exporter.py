@@ -225,3 +225,36 @@ async def test_exporter_serves_a_fake_workers_events(exporter: tuple[str, int, A
     # SIGTERM: a clean stop, exit 0.
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(run, DEADLINE) == 0
+
+
+async def test_serve_has_the_same_metrics_at_slash_metrics() -> None:
+    """``aiocelerymon serve`` mounts the collector at /metrics (read from its own Monitor)."""
+    url = f"memory://serve-{uuid.uuid4().hex[:8]}"
+    err = Stdout()
+    argv = ["-b", url, "serve", "--address", "127.0.0.1", "--port", "0"]
+    run = asyncio.create_task(cli.run(argv, stdout=io.StringIO(), stderr=err))
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while "aiocelerymon serve: http://" not in err.getvalue():
+                if run.done():
+                    raise AssertionError(f"serve exited: {run.result()} {err.getvalue()}")
+                err.changed.clear()
+                await err.changed.wait()
+        port = int(err.getvalue().split("http://127.0.0.1:")[1].split("/")[0])
+        async with Client(url) as client, FakeWorker(client, "celery@web-1", freq=0.2) as worker:
+            await worker.run_task("proj.add", result=3)
+            async with asyncio.timeout(DEADLINE):
+                while True:
+                    status, body = await http_get(port, "/metrics")
+                    text = body.decode()
+                    if status == 200 and 'hostname="web-1"' in text and "succeeded_total{" in text:
+                        break
+                    await asyncio.sleep(0.05)
+        families = {f.name for f in text_string_to_metric_families(text)}
+        assert {"celery_task_succeeded", "celery_worker_up", "aiocelerymon_event_stream_up"} <= (
+            families
+        )
+    finally:
+        if not run.done():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(run, DEADLINE) == 0
