@@ -662,10 +662,11 @@ class MetricsCollector:
             if i in zero:
                 value = 0.0
             base = f"{prefix}task_{TASK_EVENTS[i][5:]}"
-            chunks[i] = f"{base}_total{{{labels}}} {value!r}\n".encode()
+            # errors="replace": a lone surrogate in a label (not UTF-8) must not fail scrapes.
+            chunks[i] = f"{base}_total{{{labels}}} {value!r}\n".encode(errors="replace")
             if created_on and not chunks[_CREATED + i]:  # set once: a created time never moves
                 line = f"{base}_created{{{labels}}} {series.created[i]!r}\n"
-                chunks[_CREATED + i] = line.encode()
+                chunks[_CREATED + i] = line.encode(errors="replace")
         # task_failed: labels name, hostname, exception, queue_name (celery-exporter's order).
         name, host, queue = series.key
         head = f'name="{label_value(name)}",hostname="{label_value(host)}",exception="'
@@ -681,17 +682,21 @@ class MetricsCollector:
             lbl = f"{head}{label_value(cls)}{tail}"
             failed.append(f"{base}_total{{{lbl}}} {0.0 if cls in zero else count!r}\n")
             created.append(f"{base}_created{{{lbl}}} {when!r}\n")
-        chunks[_FAILED] = "".join(failed).encode()
-        chunks[_CREATED + _FAILED] = "".join(created).encode() if created_on else b""
+        chunks[_FAILED] = "".join(failed).encode(errors="replace")
+        chunks[_CREATED + _FAILED] = (
+            "".join(created).encode(errors="replace") if created_on else b""
+        )
         for hist, at, name_, les in (
             (series.runtime, _RUNTIME, "task_runtime", self._les),
             (series.wait, _WAIT, "task_queue_wait_time", self._wait_les),
         ):
             if hist is not None:
-                chunks[at] = hist.lines(prefix + name_, labels, les, zero=at in zero).encode()
+                chunks[at] = hist.lines(prefix + name_, labels, les, zero=at in zero).encode(
+                    errors="replace"
+                )
                 if created_on and not chunks[at + 1]:
                     line = f"{prefix}{name_}_created{{{labels}}} {hist.created!r}\n"
-                    chunks[at + 1] = line.encode()
+                    chunks[at + 1] = line.encode(errors="replace")
 
     def render(self) -> bytes:
         """The metrics in Prometheus text format 0.0.4; cost grows with the live series only."""
@@ -721,7 +726,7 @@ class MetricsCollector:
                     out.append(lines)
         text: list[str] = []
         self._render_workers(text)
-        out.append("".join(text).encode())
+        out.append("".join(text).encode(errors="replace"))
         for at, name, help_text in (
             (_RUNTIME, "task_runtime", "Task runtime in seconds (task-succeeded events)."),
             (
@@ -742,7 +747,7 @@ class MetricsCollector:
         self._render_health(text, now)
         if self.flower is not None:
             self.flower.render(text)
-        out.append("".join(text).encode())
+        out.append("".join(text).encode(errors="replace"))
         return b"".join(out)
 
     def _render_workers(self, out: list[str]) -> None:

@@ -418,6 +418,15 @@ def test_start_at_zero_shows_new_series_at_zero_for_one_scrape(clock: Clock) -> 
     assert samples(plain.collector.render(), "celery_task_received_total") == {key: 1.0}
 
 
+def test_odd_label_values_are_escaped_and_never_fail_a_scrape(feed: Feed) -> None:
+    feed.task('we"ird\\name\nx', "celery@h")
+    feed.task("bad\ud800surrogate", "celery@h")  # not UTF-8: replaced, not a failed scrape
+    feed.task(None, "celery@h")  # type: ignore[arg-type]  # prometheus_client writes "None"
+    out = feed.collector.render()
+    names = {dict(k)["name"] for k in samples(out, "celery_task_received_total")}
+    assert names == {'we"ird\\name\nx', "bad?surrogate", "None"}
+
+
 def test_created_series_can_be_switched_off(clock: Clock) -> None:
     feed = Feed(MetricsCollector(MetricsSettings(created_series=False), clock=clock))
     feed.task("t", "celery@h")
