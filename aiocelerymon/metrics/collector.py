@@ -434,7 +434,11 @@ class MetricsCollector:
     def _host(self, label: str, now: float) -> _Host:
         host = self._hosts.get(label)
         if host is None:
-            host = self._hosts[label] = _Host(label, now)
+            host = _Host(label, now)
+            if len(self._hosts) < self.settings.max_series:
+                self._hosts[label] = host
+            else:  # full: a host record that is never kept (nor shown), counted as dropped
+                self.dropped += 1
         else:
             host.seen = now
         return host
@@ -458,8 +462,8 @@ class MetricsCollector:
         series = self._series.get(key)
         host = self._host(label, now)
         if series is None:
-            if len(self._series) >= self.settings.max_series:
-                self.dropped += 1
+            if len(self._series) >= self.settings.max_series or label not in self._hosts:
+                self.dropped += 1  # no room (for the series, or for its host)
                 return
             labels = (
                 f'name="{label_value(key[0])}",hostname="{label_value(label)}",'

@@ -305,6 +305,12 @@ def test_max_series_caps_label_sets_and_counts_the_rest(clock: Clock) -> None:
     assert samples(out, "aiocelerymon_metrics_series") == {(): 3.0}
     # Each dropped task had received, started and succeeded events.
     assert samples(out, "aiocelerymon_metrics_series_dropped_total") == {(): 6.0}
+    # Host names are bounded by the same cap, even with the purge off.
+    hosts = Feed(MetricsCollector(MetricsSettings(max_series=5, purge_offline_worker_metrics=0)))
+    for i in range(20):
+        hosts.heartbeat(f"celery@pod-{i}")
+    assert len(samples(hosts.collector.render(), "celery_worker_up")) == 5
+    assert hosts.collector.dropped == 15
 
 
 def test_lost_events_estimate_from_heartbeat_processed(feed: Feed) -> None:
