@@ -15,6 +15,8 @@ TYPECHECK = nox.project.dependency_groups(PYPROJECT, "typecheck")
 #: One interop run per supported Celery minor, each against the kombu minor it shipped with:
 #: celery 5.6's own pin admits kombu 5.7, which changes the Redis wire (binding Lua scripts).
 CELERY_MINORS = {"5.5": "5.5", "5.6": "5.6", "5.7": "5.7"}
+#: Flower, run next to our Node in the interop tests (tests/integration/interop/test_flower.py).
+FLOWER = "flower==2.2.*"
 #: In CI a broker that cannot start is a failure, never a skip (aiocelerymon/testing/brokers.py).
 REQUIRE = {"AIOCELERYMON_REQUIRE_BROKERS": "1"}
 #: celery-exporter as the package index has it, for tests/integration/interop/test_metrics_parity.
@@ -60,8 +62,8 @@ def interop(session: nox.Session, celery: str) -> None:
     # kombu 5.7's Redis transport refuses, so it runs in the 5.6 session.
     parity = [CELERY_EXPORTER] if celery == "5.6" else []
     session.install(
-        "-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*", *parity
-    )
+        "-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*", FLOWER, *parity
+    )  # fmt: skip
     session.run("pytest", "tests/integration", "-m", "interop", *session.posargs, env=REQUIRE)
 
 
