@@ -323,32 +323,32 @@ class _Host:
 class _Node:
     """One worker node name, for the lost-event estimate."""
 
-    __slots__ = ("base_processed", "base_started", "processed", "started")
+    __slots__ = ("base_processed", "base_started", "gap", "lost", "processed", "started")
 
     def __init__(self) -> None:
         self.started = 0
         self.processed: int | None = None
         self.base_processed = 0
         self.base_started = 0
+        #: Accepted minus seen at the last heartbeat.
+        self.gap = 0
+        #: Tasks the worker accepted (heartbeat ``processed``) whose ``task-started`` never came.
+        self.lost = 0
 
     def heartbeat(self, processed: int) -> None:
+        """Celery counts ``processed`` in ``Request.on_accepted``, the call that sends
+        ``task-started``. But a worker with an event loop buffers task events and sends its
+        heartbeats at once, so a heartbeat may overtake the ``task-started`` of the moment: a gap
+        counts once two heartbeats in a row show it (the smaller of the two)."""
         if self.processed is None or processed < self.processed:
             # First heartbeat seen, or the worker restarted: count from here.
             self.base_processed = processed
             self.base_started = self.started
+            self.gap = self.lost = 0
         self.processed = processed
-
-    @property
-    def lost(self) -> int:
-        """Tasks the worker accepted (heartbeat ``processed``) without a ``task-started`` here.
-
-        Celery counts ``processed`` in ``Request.on_accepted``, the same call that sends
-        ``task-started``, and both leave on one connection in order: a gap that outlives the
-        next heartbeat is events the monitor never got.
-        """
-        if self.processed is None:
-            return 0
-        return max(0, (self.processed - self.base_processed) - (self.started - self.base_started))
+        gap = max(0, (processed - self.base_processed) - (self.started - self.base_started))
+        self.lost = min(gap, self.gap)
+        self.gap = gap
 
 
 class MetricsCollector:
