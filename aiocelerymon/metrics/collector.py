@@ -522,6 +522,27 @@ class MetricsCollector:
         if not series.dirty:
             series.dirty = True
             self._dirty.append(series)
+        if index == _SENT and task is not None and task.started is not None:
+            # The worker started it before the client's task-sent arrived (the client publishes
+            # the message first): observe the wait now, on the worker's label set. celery-
+            # exporter 0.12 never observes these.
+            self._late_sent_wait(task, key, event, now)
+
+    def _late_sent_wait(
+        self, task: Any, key: tuple[str, str, str], event: Mapping[str, Any], now: float
+    ) -> None:
+        worker = task.worker
+        node = getattr(worker, "hostname", None) if worker is not None else None
+        if node is None:
+            return
+        label = GENERIC if self._generic_worker else host_label(node)
+        series = self._series.get((key[0], label, key[2]))
+        if series is None:
+            return
+        self._observe_wait(series, task, event, now)
+        if not series.dirty:
+            series.dirty = True
+            self._dirty.append(series)
 
     def _observe_wait(
         self, series: _TaskSeries, task: Any, event: Mapping[str, Any], now: float

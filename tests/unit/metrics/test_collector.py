@@ -358,6 +358,14 @@ def test_queue_wait_time_from_sent_or_eta(feed: Feed) -> None:
     feed.task("u", "celery@w")
     out = feed.collector.render()
     assert len(samples(out, "celery_task_queue_wait_time_count")) == 1
+    # The worker started it before the client's task-sent arrived: observed when it does.
+    late = str(uuid.uuid4())
+    feed("task-received", "celery@w", uuid=late, name="t", timestamp=1001.0)
+    feed("task-started", "celery@w", uuid=late, pid=1, timestamp=1001.5)
+    feed("task-sent", "gen1@web", uuid=late, name="t", queue="celery", timestamp=1000.5)
+    out = feed.collector.render()
+    assert samples(out, "celery_task_queue_wait_time_count") == {key: 3.0}
+    assert samples(out, "celery_task_queue_wait_time_sum") == {key: 4.75}
 
 
 def test_render_reuses_unchanged_series_and_shows_changes(feed: Feed) -> None:
