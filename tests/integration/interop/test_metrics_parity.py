@@ -172,7 +172,10 @@ def test_same_series_and_values_as_celery_exporter(cluster: Cluster) -> None:
     assert value(a, f"{p}task_sent_total", name=add, **{**on, "hostname": sender}) == 3.0
     assert value(a, f"{p}task_failed_total", name=f"{APP}.fail", exception="RuntimeError",
                  **on) == 2.0  # fmt: skip
-    assert value(a, f"{p}task_received_total", name=f"{APP}.retry_once", **on) == 2.0
+    # Which label set a late task-received lands on depends on arrival order (Celery's State
+    # merges only name/args/... from an event older than the task's state): both exporters
+    # agree on it (above); the total is fixed.
+    assert total(a, f"{p}task_received_total", name=f"{APP}.retry_once") == 2.0
     assert value(a, f"{p}task_runtime_count", name=add, **on) == 3.0
     assert value(a, f"{p}queue_length", queue_name="celery", **static) == 0.0
     assert value(a, f"{p}active_worker_count", queue_name="celery", **static) == 1.0
