@@ -27,6 +27,8 @@ NEWEST_MINOR = max(CELERY_MINORS, key=lambda v: tuple(map(int, v.split("."))))
 OLDER_MINOR_VARIANTS = "redis-db-prefix,amqp"
 #: In CI a broker that cannot start is a failure, never a skip (aiocelerymon/testing/brokers.py).
 REQUIRE = {"AIOCELERYMON_REQUIRE_BROKERS": "1"}
+#: celery-exporter as the package index has it, for tests/integration/interop/test_metrics_parity.
+CELERY_EXPORTER = "prometheus-exporter-celery"
 
 
 @nox.session
@@ -64,8 +66,11 @@ def integration(session: nox.Session) -> None:
 def interop(session: nox.Session, celery: str) -> None:
     """Real Celery workers of one minor answer us, on both brokers."""
     kombu = CELERY_MINORS[celery]
+    # celery-exporter, for the metrics parity test: its newest release pins redis<6, which
+    # kombu 5.7's Redis transport refuses, so it runs in the 5.6 session.
+    parity = [CELERY_EXPORTER] if celery == "5.6" else []
     session.install(
-        "-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*", FLOWER
+        "-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*", FLOWER, *parity
     )  # fmt: skip
     env, marks = dict(REQUIRE), "interop"
     if celery != NEWEST_MINOR:
@@ -86,6 +91,9 @@ def examples(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, ours side by side with Celery's; results go to docs/benchmarks.md."""
     session.install("-e", ".[all]", "celery[redis]", "flower==2.2.*", "packaging", "httpx")
+    # celery-exporter's Exporter, in process: without its redis<6 pin (kombu 5.7 needs 6.1).
+    session.install("--no-deps", CELERY_EXPORTER)
+    session.install("loguru", "flask", "waitress", "prometheus-client>=0.21,<0.22")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

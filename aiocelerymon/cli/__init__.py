@@ -20,6 +20,7 @@ Usage::
     aiocelerymon result  [-t TASK] [--traceback] [-j] [--wait SECONDS] TASK_ID
     aiocelerymon migrate [-n N] [-t SECONDS] [-a] [-T TASKS] [-Q QUEUES] [-F] SOURCE DEST
     aiocelerymon shell   [--without-tasks]
+    aiocelerymon exporter [--port 9808] [--host ADDR] [celery-exporter's options]
     aiocelerymon serve   [--address HOST] [--port PORT] [--url-prefix PATH] ...
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
@@ -42,6 +43,7 @@ from aiocelerymon.cli import (
     control,
     demo,
     events,
+    exporter,
     inspect,
     migrate,
     purge,
@@ -103,6 +105,7 @@ VERBS: tuple[Verb, ...] = (
     migrate.VERB,
     shell.VERB,
     serve.VERB,
+    exporter.VERB,
     demo.VERB,
 )
 _BY_NAME = {verb.name: verb for verb in VERBS}

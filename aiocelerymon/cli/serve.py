@@ -262,6 +262,7 @@ async def _run(ctx: Context) -> int:
     try:
         import uvicorn
 
+        from aiocelerymon.metrics import MetricsCollector, QueuePoller, metrics_route
         from aiocelerymon.pipeline import Monitor
         from aiocelerymon.web import create_app
     except ImportError as exc:
@@ -288,12 +289,18 @@ async def _run(ctx: Context) -> int:
         purge_offline_workers=invocation.purge_offline_workers,
         enable_events=invocation.enable_events,
     )
+    # /metrics: celery-exporter's metrics (default options) and the ingestion health, read
+    # from this monitor; the queue gauges are polled in the background.
+    collector = MetricsCollector()
+    collector.attach(monitor)
+    poller = QueuePoller(collector, client, state=monitor.state, timeout=invocation.inspect_timeout)
     app = create_app(
         monitor,
         security=settings,
         url_prefix=invocation.url_prefix,
         inspect_timeout=invocation.inspect_timeout,
         default_queues=_default_queues(ctx.app),
+        metrics=metrics_route(collector),
     )
     config = uvicorn.Config(
         app,
@@ -318,10 +325,12 @@ async def _run(ctx: Context) -> int:
             # the monitor still waits for its broker, as Flower's is.
             await monitor.start(wait=False)
             watcher = asyncio.ensure_future(_stop_when_ingestion_fails(monitor, server))
+            polling = asyncio.ensure_future(poller.run())
             try:
                 await server.serve(sockets=[sock])
             finally:
                 watcher.cancel()
+                polling.cancel()
     finally:
         sock.close()
         with contextlib.suppress(Exception):

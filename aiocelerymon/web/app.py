@@ -135,7 +135,9 @@ def create_app(
         *routes,
     ]
     if metrics is not None:
-        inner.append(Mount("/metrics", app=metrics))
+        # A Route, not a Mount: a Mount answers /metrics with a redirect to /metrics/. An
+        # endpoint that is not a function is called as an ASGI app (GET/HEAD, 405 otherwise).
+        inner.append(Route("/metrics", metrics))
     top: list[BaseRoute] = [Mount(prefix, routes=inner)] if prefix else inner
 
     @contextlib.asynccontextmanager
