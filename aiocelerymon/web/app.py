@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from aiocelerymon.web import api, push
+from aiocelerymon.web import api, page, push
 from aiocelerymon.web._http import JSON
 from aiocelerymon.web.inspector import Inspector
 from aiocelerymon.web.openapi import openapi_document
@@ -121,6 +121,7 @@ def create_app(
         *api.routes(),
         *push.routes(),
         *routes,
+        *page.routes(),  # last: the page's "/" and "/static" never shadow a route given above
     ]
     if metrics is not None:
         inner.append(Mount("/metrics", app=metrics))
@@ -136,6 +137,7 @@ def create_app(
             yield
         finally:
             first.cancel()
+            await page.stop_sampler(app.state)
             await ctx.inspector.aclose()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await first
@@ -144,6 +146,7 @@ def create_app(
 
     app = Starlette(routes=top, lifespan=lifespan)
     app.state.aiocelerymon = ctx
+    page.install(app, monitor)
     if security is not None:
         # The security layer is its own module (aiocelerymon.web.security): a pure ASGI
         # middleware that decides by method and path, relative to the prefix.
