@@ -46,7 +46,14 @@ def unit(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """Real RabbitMQ and Redis: transport contract, adapters, test bed."""
     session.install("-e", ".[all]", *TEST)
-    session.run("pytest", "tests/integration", "-m", "not interop", *session.posargs, env=REQUIRE)
+    session.run(
+        "pytest",
+        "tests/integration",
+        "-m",
+        "not interop and not browser",
+        *session.posargs,
+        env=REQUIRE,
+    )
 
 
 @nox.session(default=False)
@@ -55,7 +62,25 @@ def interop(session: nox.Session, celery: str) -> None:
     """Real Celery workers of one minor answer us, on both brokers."""
     kombu = CELERY_MINORS[celery]
     session.install("-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*")
-    session.run("pytest", "tests/integration", "-m", "interop", *session.posargs, env=REQUIRE)
+    session.run(
+        "pytest",
+        "tests/integration",
+        "-m",
+        "interop and not browser",
+        *session.posargs,
+        env=REQUIRE,
+    )
+
+
+@nox.session(default=False)
+def browser(session: nox.Session) -> None:
+    """The page in Debian's Chromium (Playwright, never its browser download), real workers.
+
+    Writes the screenshots in docs/screenshots/. ``AIOCELERYMON_CHROMIUM`` names another
+    Chromium binary (default /usr/bin/chromium).
+    """
+    session.install("-e", ".[all]", *TEST)
+    session.run("pytest", "tests/integration", "-m", "browser", *session.posargs, env=REQUIRE)
 
 
 @nox.session(default=False)

@@ -198,8 +198,10 @@ async def _sample_queues(app_state: Any, ctx: WebContext, series: PageSeries) ->
         except (AiocelerymonError, OSError, TimeoutError) as exc:
             log.debug("queue depth sample failed: %s", exc)
         else:
+            # Redis deletes a list once it is empty, so a queue "not found" there is one with
+            # no message waiting; on RabbitMQ it is undeclared, charted as 0 all the same.
             series.add_queue_sample(
-                {name: d.messages for name, d in zip(names, depths, strict=True) if d is not None}
+                {n: 0 if d is None else d.messages for n, d in zip(names, depths, strict=True)}
             )
         await asyncio.sleep(QUEUE_SAMPLE_INTERVAL)
 

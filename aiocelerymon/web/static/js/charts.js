@@ -24,7 +24,6 @@ export class Chart {
     this.colors = colors || labels.map((l, i) => PALETTE[l] || EXTRA[i % EXTRA.length]);
     this.yLabel = yLabel;
     this.plot = null;
-    this.points = 0;
     this.observer = new ResizeObserver(() => this.resize());
     this.observer.observe(this.el);
   }
@@ -58,8 +57,10 @@ export class Chart {
       if (this.plot) this.plot.destroy();
       this.plot = null;
     }
-    this.points = data.slice(1).reduce((n, ys) => n + ys.filter((y) => y).length, 0);
-    this.el.dataset.points = String(this.points);
+    // For tests and people alike: how many samples it shows, and how many are not zero.
+    const ys = data.slice(1).flat();
+    this.el.dataset.points = String(ys.filter((y) => y !== null && y !== undefined).length);
+    this.el.dataset.nonzero = String(ys.filter((y) => y).length);
     if (!this.plot) this.build(data);
     else this.plot.setData(data);
   }
