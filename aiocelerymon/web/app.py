@@ -39,6 +39,8 @@ __all__ = ["WebContext", "create_app"]
 
 log = logging.getLogger("aiocelerymon.web")
 
+#: The deadline of the inspection at start (capped: no worker is known to be alive yet).
+FIRST_INSPECT_TIMEOUT = 2.0
 #: Queues ``/api/queues/length`` reports before any worker listed its own (Celery's default).
 DEFAULT_QUEUES = ("celery",)
 
@@ -69,6 +71,12 @@ def normalize_prefix(prefix: str) -> str:
 
 async def healthcheck(request: Request) -> Response:
     return PlainTextResponse("OK")
+
+
+async def stats(request: Request) -> Response:
+    """The monitor's own health: events, malformed, gaps, lag, push subscribers, ..."""
+    ctx: WebContext = request.app.state.aiocelerymon
+    return JSON(ctx.monitor.stats.as_dict())
 
 
 async def openapi(request: Request) -> Response:
@@ -118,6 +126,7 @@ def create_app(
     inner: list[BaseRoute] = [
         Route("/healthcheck", healthcheck, methods=["GET"]),
         Route("/api/openapi.json", openapi, methods=["GET"]),
+        Route("/api/stats", stats, methods=["GET"]),
         *api.routes(),
         *push.routes(),
         *routes,
@@ -160,6 +169,6 @@ async def _first_inspect(ctx: WebContext) -> None:
     """Flower inspects every worker once at start (``Flower.start``: ``update_workers()``)."""
     try:
         await ctx.monitor.ready.wait()
-        await ctx.inspector.refresh()
+        await ctx.inspector.first(min(ctx.inspect_timeout, FIRST_INSPECT_TIMEOUT))
     except Exception as exc:  # the next refresh=1 tries again
         log.warning("first inspection of the workers failed: %s", exc)
