@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import decode, ingest, inspect_latency, state, web
+from benchmarks import decode, ingest, inspect_latency, page, state, web
 from tests.support import brokers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["web"],
+        choices=["web", "page"],
         help="run only these rows and merge them into the results file (by row name)",
     )
     parser.add_argument(
@@ -99,11 +99,12 @@ def main() -> None:
         return
     load_before = os.getloadavg()
     started = time.monotonic()
-    if args.only == "web":
+    if args.only in ("web", "page"):
+        only = web if args.only == "web" else page
         with brokers.redis_server() as redis:
-            rows = web.run(quick=args.quick, redis_url=redis.url)
+            rows = only.run(quick=args.quick, redis_url=redis.url)
         if not args.quick:
-            rows = _merge(args.json, rows)
+            rows = _merge(args.json, rows, only.PREFIXES)
     else:
         rows = decode.run(quick=args.quick) + state.run(quick=args.quick)
     if not args.no_brokers and not args.only:
@@ -111,6 +112,7 @@ def main() -> None:
             rows += ingest.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
             rows += inspect_latency.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
             rows += web.run(quick=args.quick, redis_url=redis_url)
+            rows += page.run(quick=args.quick, redis_url=redis_url)
     load_after = os.getloadavg()
     for r in rows:
         r.setdefault("ratio", r["ours"] / r["theirs"])
@@ -138,12 +140,14 @@ def main() -> None:
         )
 
 
-def _merge(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _merge(
+    path: Path, new: list[dict[str, Any]], prefixes: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """The saved rows with ``new`` in place of those of the same benchmark (or appended)."""
     if not path.exists():
         return new
     saved = json.loads(path.read_text())["results"]
-    kept = [r for r in saved if not r["name"].startswith(web.PREFIXES)]
+    kept = [r for r in saved if not r["name"].startswith(prefixes)]
     return kept + new
 
 
