@@ -29,6 +29,7 @@ from aiocelerymon.web import api, page, push
 from aiocelerymon.web._http import JSON
 from aiocelerymon.web.inspector import Inspector
 from aiocelerymon.web.openapi import openapi_document
+from aiocelerymon.web.push import FrameCache
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -59,6 +60,8 @@ class WebContext:
     #: Events queued per push connection before it is told it lagged.
     push_queue_size: int = 1000
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: One serialization per event for all push connections.
+    push_frames: FrameCache = field(default_factory=FrameCache)
 
 
 def normalize_prefix(prefix: str) -> str:

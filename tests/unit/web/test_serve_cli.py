@@ -24,8 +24,10 @@ def test_flower_defaults() -> None:
 
 
 def test_options_and_their_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    inv = parse("--port", "0", "--url-prefix", "flower/", "--max-tasks", "10",
-                "--inspect-timeout", "2.5", "--purge-offline-workers", "60", "--enable-events")  # fmt: skip
+    inv = parse(
+        *("--port", "0", "--url-prefix", "flower/", "--max-tasks", "10"),
+        *("--inspect-timeout", "2.5", "--purge-offline-workers", "60", "--enable-events"),
+    )
     assert (inv.port, inv.url_prefix, inv.max_tasks) == (0, "/flower", 10)
     assert (inv.inspect_timeout, inv.purge_offline_workers, inv.enable_events) == (2.5, 60, True)
     monkeypatch.setenv("AIOCELERYMON_PORT", "8080")
