@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from aiocelerymon._version import __version__
-from aiocelerymon.web.api import page_data
+from aiocelerymon.web.api import page_data, page_live
 from aiocelerymon.web.series import PageSeries
 
 if TYPE_CHECKING:
@@ -93,22 +93,27 @@ async def index(request: Request) -> Response:
 
 
 def install(app: Starlette, monitor: Monitor) -> PageSeries:
-    """Keep the page's counters: one listener on ``monitor`` (see :mod:`.series`)."""
+    """Keep the page's counters and its live digest: two listeners on ``monitor``."""
     series = PageSeries()
     monitor.add_listener(series.on_event)
     app.state.aiocelerymon_series = series
+    digest = page_live.LiveDigest(monitor)
+    monitor.add_listener(digest.on_event)
+    app.state.aiocelerymon_digest = digest
     app.state.aiocelerymon_page_seen = 0.0
     return series
 
 
 async def stop_sampler(app_state: Any) -> None:
-    """Stop the queue-depth sampler of the page's routes (at the app's shutdown)."""
+    """Stop the page's queue-depth sampler and live digest (at the app's shutdown)."""
     await page_data.stop_sampler(app_state)
+    await app_state.aiocelerymon_digest.aclose()
 
 
 def routes() -> list[BaseRoute]:
     return [
         Route("/", index, methods=["GET"]),
         *page_data.routes(),
+        *page_live.routes(),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -301,6 +301,8 @@ class TaskQuery:
     def matching(self, tasks: Iterable[Any]) -> list[Any]:
         """Every task that passes the filters and the search, unordered."""
         checks = self._filters()
+        if not checks:
+            return list(tasks)
         return [t for t in tasks if all(check(t) for check in checks)]
 
     def page(self, selected: list[Any]) -> list[Any]:

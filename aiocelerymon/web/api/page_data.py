@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -140,10 +141,7 @@ async def page_tasks(request: Request) -> Response:
     matching = query.matching(tasks)
     page = query.page(matching)
     stuck = series_of(request).stuck_ids()
-    by_state: dict[str, int] = {}
-    for task in tasks:
-        key = str(task.state)
-        by_state[key] = by_state.get(key, 0) + 1
+    by_state = {str(k): n for k, n in Counter(t.state for t in tasks).items()}
     return JSON({
         "total": len(matching),
         "offset": offset,

@@ -98,3 +98,51 @@ async def test_workers_and_tasks_pages(monitor: Monitor, http: httpx2.AsyncClien
     assert series["runtimes"]["proj.add"]["count"] == 27
     assert (await http.get("api/page/series", params={"window": 5})).status_code == 400
     assert (await http.get("api/page/stuck")).json() == {"stuck": []}
+
+
+async def test_live_digest_one_frame_per_tick_for_every_page(monitor: Monitor) -> None:
+    from aiocelerymon.web.api.page_live import QUEUE, LiveDigest
+
+    digest = LiveDigest(monitor, interval=3600)  # ticks driven by hand below
+    ingest(monitor, type="worker-online", freq=2.0)
+    digest.on_event({"type": "task-received", "uuid": "nobody-listens"}, monitor.state)
+    pages = [digest.connect() for _ in range(3)]
+    try:
+        assert digest.frame() is None  # nothing happened since they connected
+        now = time.time()
+        for i in range(3):
+            event = {"type": "task-received", "uuid": f"d{i}", "name": "proj.add",
+                     "hostname": "w1@h", "timestamp": now, "local_received": now,
+                     "clock": i}  # fmt: skip
+            monitor.state.event(event)
+            digest.on_event(event, monitor.state)
+        digest.on_event({"type": "worker-heartbeat", "hostname": "w1@h"}, monitor.state)
+        digest.tick()
+        frames = [page.queue.get_nowait() for page in pages]
+        assert frames[0] is frames[1] is frames[2]  # built once, the same bytes for all
+        import orjson
+
+        data = orjson.loads(frames[0])
+        assert data["kind"] == "digest" and data["events"] == 4
+        assert [t["uuid"] for t in data["tasks"]] == ["d0", "d1", "d2"]
+        assert {t["state"] for t in data["tasks"]} == {"RECEIVED"}
+        assert [w["hostname"] for w in data["workers"]] == ["w1@h"]
+        digest.tick()
+        assert pages[0].queue.empty()  # nothing new: no frame
+        # A page that reads nothing loses frames, then is told to resync; the others are not.
+        for _ in range(QUEUE + 5):
+            digest.on_event({"type": "task-started", "uuid": "d0"}, monitor.state)
+            digest.tick()
+            for page in pages[1:]:
+                page.queue.get_nowait()
+        assert pages[0].lagged and pages[0].queue.full()
+        while not pages[0].queue.empty():
+            pages[0].queue.get_nowait()
+        digest.on_event({"type": "task-started", "uuid": "d1"}, monitor.state)
+        digest.tick()
+        assert orjson.loads(pages[0].queue.get_nowait()) == {"kind": "resync"}
+        assert orjson.loads(pages[0].queue.get_nowait())["kind"] == "digest"
+    finally:
+        for page in pages:
+            digest.disconnect(page)
+        await digest.aclose()

@@ -1,9 +1,11 @@
-// The live connection: one WebSocket to api/events/ws per page (plus one per event tail),
-// reconnecting with backoff. Listeners get every message ({kind: event|lagged|resync}).
+// Live connections, reconnecting with backoff: the page's own digest (api/page/live: what
+// changed, four times a second, whatever the event rate) and, for the event tail, the push
+// API (api/events/ws: every event). Listeners get every message.
 
 export class Live {
-  constructor(params = {}, onStatus = () => {}) {
+  constructor(params = {}, onStatus = () => {}, path = "api/events/ws") {
     this.params = params;
+    this.path = path;
     this.onStatus = onStatus;
     this.listeners = new Set();
     this.delay = 500;
@@ -13,7 +15,7 @@ export class Live {
   }
 
   url() {
-    const url = new URL("api/events/ws", location.href);
+    const url = new URL(this.path, location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     for (const [key, value] of Object.entries(this.params)) {
       for (const item of [].concat(value)) if (item) url.searchParams.append(key, item);

@@ -136,7 +136,7 @@ async function start() {
       session.read_only ? "read-only" : session.role || "viewer"),
     session.authenticated && session.logout_url ? [" ", h("a", { href: "logout", class: "logout" }, "Log out")] : null);
   document.body.dataset.role = session.can_control ? "operator" : "viewer";
-  live = new Live({}, setConn);
+  live = new Live({}, setConn, "api/page/live");
   live.on((message) => { if (current && current.onLive) current.onLive(message); });
   window.addEventListener("hashchange", route);
   route();

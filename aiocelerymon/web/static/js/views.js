@@ -92,7 +92,7 @@ export function dashboard(main) {
   const timer = setInterval(() => { refresh(); refreshSlow(); }, 2000);
   return {
     onLive(message) {
-      if (message.kind === "event" || message.kind === "resync") live();
+      if (message.kind === "digest" || message.kind === "resync") live();
     },
     destroy() { alive = false; clearInterval(timer); live.cancel(); chart.destroy(); },
   };
@@ -282,7 +282,7 @@ export function worker(main, route, app) {
   }, 1000);
   return {
     onLive(message) {
-      if (message.kind === "event" && message.worker && message.worker.hostname === name) live();
+      if (message.kind === "resync" || (message.kind === "digest" && message.workers.some((w) => w.hostname === name))) live();
     },
     destroy() { alive = false; live.cancel(); },
     tabs: WORKER_TABS.map((t) => `#/worker/${encodeURIComponent(name)}/${t}`),
@@ -402,10 +402,12 @@ export function tasks(main, route) {
   return {
     onLive(message) {
       if (message.kind === "resync") { reload(); return; }
-      const t = message.task;
-      if (!t) return;
-      const tr = rows.get(t.uuid);
-      if (tr) {
+      if (message.kind !== "digest" || !message.tasks.length) return;
+      let unseen = message.more > 0;
+      let changed = false;
+      for (const t of message.tasks) {
+        const tr = rows.get(t.uuid);
+        if (!tr) { unseen = true; continue; }
         // In place, at once; the next reload brings the other columns.
         const cell = tr.querySelector('[data-col="state"]');
         if (cell && cell.textContent !== t.state) {
@@ -413,9 +415,10 @@ export function tasks(main, route) {
           tr.classList.remove("flash");
           void tr.offsetWidth;
           tr.classList.add("flash");
+          changed = true;
         }
-        reload();
-      } else if (offset === 0) reload();
+      }
+      if (changed || (unseen && offset === 0)) reload();
     },
     destroy() { alive = false; reload.cancel(); },
     prev: offset > 0 ? () => go({ offset: Math.max(0, offset - limit) }) : null,
@@ -473,7 +476,7 @@ export function task(main, route) {
   const reload = throttle(refresh, 300);
   return {
     onLive(message) {
-      if (message.kind === "event" && message.event && message.event.uuid === uuid) reload();
+      if (message.kind === "digest" && message.tasks.some((t) => t.uuid === uuid)) reload();
     },
     destroy() { alive = false; reload.cancel(); },
   };
