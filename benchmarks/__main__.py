@@ -221,6 +221,11 @@ METHOD = """## Method
   `GET /api/tasks` p50/p95 over 30 calls (a page of 100; and filtered by state and sorted),
   each server's RSS, and `GET /api/workers?refresh=1` p50 with 3 real workers (Flower always
   waits its 1 s inspect timeout; ours returns when all three answered).
+* **page** (`benchmarks/page.py`): the same two servers and stream, with Debian's Chromium
+  (Playwright) on their pages. CPU µs per event of each server process while 10 tabs are open
+  on its tasks page (ours live on its digest WebSocket; Flower's page polls nothing), from the
+  first event until the last task is in its State; then the time from navigation until a fresh
+  tab shows the first page of task rows, median of 5 loads, both holding the 100k tasks.
 * **ping latency**: two real workers per broker; ours knows the workers (`expected=`) and
   returns when both answered, Celery's `app.control.ping(timeout=1.0)` always waits its
   timeout. Plus concurrent `inspect().ping()` calls/s on one client.

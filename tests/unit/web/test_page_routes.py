@@ -13,7 +13,7 @@ import pytest
 import aiocelerymon
 from aiocelerymon.pipeline import Monitor
 from aiocelerymon.web import create_app
-from aiocelerymon.web.page import STATIC_DIR
+from aiocelerymon.web.page import MODULES, STATIC_DIR
 
 
 @pytest.fixture
@@ -60,6 +60,13 @@ def test_assets_load_nothing_from_elsewhere() -> None:
         assert ".innerHTML" not in text and "eval(" not in text, path
         for target in re.findall(r'from "([^"]+)"', text):
             assert target.startswith(("./", "../vendor/")), (path, target)
+    # The shell announces every module the scripts import (one round of fetches, no waterfall).
+    imported = {
+        (path.parent / target).resolve().relative_to(STATIC_DIR).as_posix()
+        for path in (STATIC_DIR / "js").glob("*.js")
+        for target in re.findall(r'from "([^"]+)"', path.read_text())
+    }
+    assert imported == set(MODULES)
     assert (STATIC_DIR / "vendor/uplot/LICENSE").read_text().startswith("The MIT License")
     assert "1.6.32" in (STATIC_DIR / "vendor/uplot/VENDORED.md").read_text()
 
