@@ -107,6 +107,27 @@ async def test_workers_and_tasks_pages(monitor: Monitor, http: httpx2.AsyncClien
     assert (await http.get("api/page/stuck")).json() == {"stuck": []}
 
 
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("api/page/tasks", {"limit": "x"}),
+        ("api/page/tasks", {"limit": "501"}),
+        ("api/page/tasks", {"offset": "-1"}),
+        ("api/page/tasks", {"offset": str(2**70)}),
+        ("api/page/tasks", {"sort_by": "uuid"}),
+        ("api/page/tasks", {"q": "(((((("}),
+        ("api/page/series", {"window": "nan"}),
+        ("api/page/series", {"window": "601"}),
+    ],
+)
+async def test_bad_arguments_are_a_clear_400(
+    http: httpx2.AsyncClient, route: str, params: dict[str, str]
+) -> None:
+    response = await http.get(route, params=params)
+    assert response.status_code == 400, response.text
+    assert response.text
+
+
 async def test_live_digest_one_frame_per_tick_for_every_page(monitor: Monitor) -> None:
     from aiocelerymon.web.api.page_live import QUEUE, LiveDigest
 
