@@ -354,7 +354,9 @@ export function tasks(main, route) {
     h("td", { "data-col": "state" }, stateBadge(t.state)),
     h("td", { class: "mono clip hide-sm" }, fmtValue(t.args)), h("td", { class: "mono clip hide-sm" }, fmtValue(t.kwargs)),
     h("td", { class: "mono clip hide-sm" }, fmtValue(t.result ?? t.exception)),
-    h("td", { class: "num" }, fmtTime(t.received)), h("td", { class: "num hide-sm" }, fmtTime(t.started)),
+    // Time of day in the table (the date is in the tooltip and on the task's page).
+    h("td", { class: "num", title: fmtTime(t.received) }, fmtClock(t.received)),
+    h("td", { class: "num hide-sm", title: fmtTime(t.started) }, fmtClock(t.started)),
     h("td", { class: "num" }, t.runtime != null ? fmtDuration(t.runtime) : ""),
     h("td", {}, workerLink(t.worker)));
     return tr;
