@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from aiocelerymon.exceptions import AiocelerymonError
 from aiocelerymon.web._http import JSON, Arguments, error
 from aiocelerymon.web.api._common import context
+from aiocelerymon.web.api.tasks import task_dict
 from aiocelerymon.web.search import QuerySyntaxError, TaskQuery
 from aiocelerymon.web.series import PageSeries
 
@@ -166,6 +167,35 @@ async def page_series(request: Request) -> Response:
     })  # fmt: skip
 
 
+async def page_task(request: Request) -> Response:
+    """``{"task": ...}`` as ``/api/task/info`` has it, or ``{"task": null}`` (not seen yet):
+    a task page opened as the task is sent waits for its first event without an error."""
+    taskid = str(request.path_params["taskid"])
+    task = context(request).monitor.state.tasks.data.get(taskid)
+    return JSON({"task": None if task is None else task_dict(task)})
+
+
+async def page_worker(request: Request) -> Response:
+    """One worker's inspect replies (refreshed with ``refresh=1``, as ``/api/workers``) and
+    its event-stream summary; ``{"info": {}, ...}`` for a worker that has not answered yet."""
+    ctx = context(request)
+    name = str(request.path_params["workername"])
+    if Arguments(request).flag("refresh"):
+        try:
+            await ctx.inspector.refresh(name)
+        except (AiocelerymonError, OSError) as exc:
+            raise error(503, f"Failed to update workers: {exc}") from exc
+    worker = ctx.monitor.state.workers.data.get(name)
+    summary = None
+    if worker is not None:
+        beats = worker.heartbeats
+        summary = {"hostname": worker.hostname, "alive": worker.alive, "pid": worker.pid,
+                   "freq": worker.freq, "loadavg": worker.loadavg, "sw_ident": worker.sw_ident,
+                   "sw_ver": worker.sw_ver, "sw_sys": worker.sw_sys,
+                   "last_heartbeat": beats[-1] if beats else None}  # fmt: skip
+    return JSON({"info": ctx.inspector.workers.get(name, {}), "summary": summary})
+
+
 async def page_stuck(request: Request) -> Response:
     return JSON({"stuck": series_of(request).stuck()})
 
@@ -219,4 +249,6 @@ def routes() -> list[BaseRoute]:
         Route("/api/page/tasks", page_tasks, methods=get),
         Route("/api/page/series", page_series, methods=get),
         Route("/api/page/stuck", page_stuck, methods=get),
+        Route("/api/page/task/{taskid:path}", page_task, methods=get),
+        Route("/api/page/worker/{workername:path}", page_worker, methods=get),
     ]

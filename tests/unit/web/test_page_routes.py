@@ -106,6 +106,14 @@ async def test_workers_and_tasks_pages(monitor: Monitor, http: httpx2.AsyncClien
     assert (await http.get("api/page/series", params={"window": 5})).status_code == 400
     assert (await http.get("api/page/stuck")).json() == {"stuck": []}
 
+    task = (await http.get("api/page/task/t03")).json()["task"]
+    assert (task["uuid"], task["state"], task["worker"]) == ("t03", "SUCCESS", "w1@h")
+    assert (await http.get("api/page/task/not-yet")).json() == {"task": None}
+    worker = (await http.get("api/page/worker/w1@h")).json()
+    assert worker["summary"]["alive"] and worker["summary"]["sw_ver"] == "5.7.0"
+    assert worker["info"] == {}  # never inspected here
+    assert (await http.get("api/page/worker/nobody@h")).json() == {"info": {}, "summary": None}
+
 
 @pytest.mark.parametrize(
     ("route", "params"),

@@ -145,16 +145,10 @@ export function worker(main, route, app) {
 
   async function refresh(force) {
     try {
-      const [workers, page] = await Promise.all([
-        get("api/workers", { workername: name, refresh: force || !info ? 1 : 0 }).catch((e) => {
-          if (e.status === 404) return { [name]: {} };
-          throw e;
-        }),
-        get("api/page/workers"),
-      ]);
+      const data = await get(`api/page/worker/${apiPath(name)}`, { refresh: force || !info ? 1 : 0 });
       if (!alive) return;
-      info = workers[name] || {};
-      summary = page.workers.find((w) => w.hostname === name) || null;
+      info = data.info || {};
+      summary = data.summary;
       drawHeader();
       draw();
     } catch (error) {
@@ -274,9 +268,9 @@ export function worker(main, route, app) {
   refresh(false);
   const live = throttle(async () => {
     try {
-      const page = await get("api/page/workers");
+      const data = await get(`api/page/worker/${apiPath(name)}`);
       if (!alive) return;
-      summary = page.workers.find((w) => w.hostname === name) || null;
+      summary = data.summary;
       drawHeader();
     } catch { /* the next event retries */ }
   }, 1000);
@@ -442,12 +436,17 @@ export function task(main, route) {
   async function refresh() {
     let t;
     try {
-      t = await get(`api/task/info/${apiPath(uuid)}`);
+      t = (await get(`api/page/task/${apiPath(uuid)}`)).task;
     } catch (error) {
-      replace(body, error.status === 404 ? empty(`Unknown task ${uuid} (not seen in the event stream, or dropped after --max-tasks).`) : errorBox(error));
+      replace(body, errorBox(error));
       return;
     }
     if (!alive) return;
+    if (!t) {
+      // Shown until its first event arrives (the live digest reloads this view).
+      replace(body, empty(`Unknown task ${uuid}: not seen in the event stream yet, or dropped after --max-tasks.`));
+      return;
+    }
     const signal = h("select", { "aria-label": "Signal" }, ["SIGTERM", "SIGKILL", "SIGINT", "SIGUSR1"].map((s) => h("option", { value: s }, s)));
     const done = ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"].includes(t.state);
     const controls = canControl() ? h("div", { class: "controls" }, h("div", { class: "control-group" },
