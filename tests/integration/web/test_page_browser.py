@@ -384,6 +384,12 @@ def test_control_from_the_page_reaches_the_worker(page: Page, redis_cluster: Clu
     )
     assert registered, "the worker's own inspect registered does not show the new rate limit"
 
+    row.locator('input[aria-label="Soft"]').fill("30")
+    row.locator('input[aria-label="Hard"]').fill("60")
+    row.locator('button[data-action="Set time limits"]').click()
+    expect(page.locator(".replies")).to_contain_text("time limits set successfully")
+    expect(page.locator(f".replies tr.reply-ok td.mono:text-is('{w1}')")).to_be_visible()
+
     open_view(page, redis_cluster, f"/worker/{w1}/queues")
     page.fill('input[aria-label="Queue"]', "page-extra")
     page.click('button[data-action="Add consumer"]')
