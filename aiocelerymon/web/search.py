@@ -303,6 +303,8 @@ class TaskQuery:
         checks = self._filters()
         if not checks:
             return list(tasks)
+        if len(checks) == 1:
+            return list(filter(checks[0], tasks))
         return [t for t in tasks if all(check(t) for check in checks)]
 
     def page(self, selected: list[Any]) -> list[Any]:
