@@ -58,7 +58,14 @@ def unit(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """Real RabbitMQ and Redis: transport contract, adapters, test bed."""
     session.install("-e", ".[all]", *TEST)
-    session.run("pytest", "tests/integration", "-m", "not interop", *session.posargs, env=REQUIRE)
+    session.run(
+        "pytest",
+        "tests/integration",
+        "-m",
+        "not interop and not browser",
+        *session.posargs,
+        env=REQUIRE,
+    )
 
 
 @nox.session(default=False)
@@ -72,11 +79,22 @@ def interop(session: nox.Session, celery: str) -> None:
     session.install(
         "-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*", FLOWER, *parity
     )  # fmt: skip
-    env, marks = dict(REQUIRE), "interop"
+    env, marks = dict(REQUIRE), "interop and not browser"
     if celery != NEWEST_MINOR:
         env["AIOCELERYMON_INTEROP_VARIANTS"] = OLDER_MINOR_VARIANTS
-        marks = "interop and not newest_minor"
+        marks = "interop and not newest_minor and not browser"
     session.run("pytest", "tests/integration", "-m", marks, *session.posargs, env=env)
+
+
+@nox.session(default=False)
+def browser(session: nox.Session) -> None:
+    """The page in Debian's Chromium (Playwright, never its browser download), real workers.
+
+    Writes the screenshots in docs/screenshots/. ``AIOCELERYMON_CHROMIUM`` names another
+    Chromium binary (default /usr/bin/chromium).
+    """
+    session.install("-e", ".[all]", *TEST)
+    session.run("pytest", "tests/integration", "-m", "browser", *session.posargs, env=REQUIRE)
 
 
 @nox.session(default=False)
@@ -90,7 +108,9 @@ def examples(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, ours side by side with Celery's; results go to docs/benchmarks.md."""
-    session.install("-e", ".[all]", "celery[redis]", "flower==2.2.*", "packaging", "httpx")
+    session.install(
+        "-e", ".[all]", "celery[redis]", "flower==2.2.*", "packaging", "httpx", "playwright"
+    )  # fmt: skip
     # celery-exporter's Exporter, in process: without its redis<6 pin (kombu 5.7 needs 6.1).
     session.install("--no-deps", CELERY_EXPORTER)
     session.install("loguru", "flask", "waitress", "prometheus-client>=0.21,<0.22")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import concurrent_ping, decode, ingest, inspect_latency, metrics, state, web
+from benchmarks import concurrent_ping, decode, ingest, inspect_latency, metrics, page, state, web
 from tests.support import brokers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +110,7 @@ def main() -> None:
             rows += inspect_latency.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
             rows += web.run(quick=args.quick, redis_url=redis_url)
             rows += concurrent_ping.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
+            rows += page.run(quick=args.quick, redis_url=redis_url)
     load_after = os.getloadavg()
     for r in rows:
         r.setdefault("ratio", r["ours"] / r["theirs"])
@@ -137,15 +138,22 @@ def main() -> None:
         )
 
 
-def _web_rows(quick: bool) -> list[dict[str, Any]]:
-    with brokers.redis_server() as redis:
-        return web.run(quick=quick, redis_url=redis.url)
+def _with_redis(module: Any) -> Callable[[bool], list[dict[str, Any]]]:
+    """A benchmark that runs against its own Redis."""
+
+    def run(quick: bool) -> list[dict[str, Any]]:
+        with brokers.redis_server() as redis:
+            rows: list[dict[str, Any]] = module.run(quick=quick, redis_url=redis.url)
+            return rows
+
+    return run
 
 
 #: ``--only NAME``: the benchmarks that can be rerun alone, merged into the saved results.
 ONLY: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "metrics": lambda quick: metrics.run(quick=quick),
-    "web": _web_rows,
+    "page": _with_redis(page),
+    "web": _with_redis(web),
 }
 
 
@@ -249,6 +257,11 @@ METHOD = """## Method
   sets, a heartbeat per worker): our `render()` against `generate_latest` of celery-exporter's
   registry, i.e. its `/metrics` body without the two 1 s inspect broadcasts its scrape also
   makes; once fresh and once with nothing changed since the previous scrape.
+* **page** (`benchmarks/page.py`): the same two servers and stream, with Debian's Chromium
+  (Playwright) on their pages. CPU µs per event of each server process while 10 tabs are open
+  on its tasks page (ours live on its digest WebSocket; Flower's page polls nothing), from the
+  first event until the last task is in its State; then the time from navigation until a fresh
+  tab shows the first page of task rows, median of 5 loads, both holding the 100k tasks.
 * **ping latency**: two real workers per broker; ours knows the workers (`expected=`) and
   returns when both answered, Celery's `app.control.ping(timeout=1.0)` always waits its
   timeout. Plus concurrent `inspect().ping()` calls/s on one client.

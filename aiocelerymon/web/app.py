@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from aiocelerymon.web import api, push
+from aiocelerymon.web import api, page, push
 from aiocelerymon.web._http import JSON
 from aiocelerymon.web.inspector import Inspector
 from aiocelerymon.web.openapi import openapi_document
@@ -133,6 +133,7 @@ def create_app(
         *api.routes(),
         *push.routes(),
         *routes,
+        *page.routes(),  # last: the page's "/" and "/static" never shadow a route given above
     ]
     if metrics is not None:
         # A Route, not a Mount: a Mount answers /metrics with a redirect to /metrics/. An
@@ -150,6 +151,7 @@ def create_app(
             yield
         finally:
             first.cancel()
+            await page.stop_sampler(app.state)
             await ctx.inspector.aclose()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await first
@@ -158,6 +160,7 @@ def create_app(
 
     app = Starlette(routes=top, lifespan=lifespan)
     app.state.aiocelerymon = ctx
+    page.install(app, monitor)
     if security is not None:
         # The security layer is its own module (aiocelerymon.web.security): a pure ASGI
         # middleware that decides by method and path, relative to the prefix.

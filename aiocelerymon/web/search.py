@@ -296,13 +296,19 @@ class TaskQuery:
 
     def run(self, tasks: Iterable[Any]) -> list[Any]:
         """The page of matching tasks, ordered as Flower orders them."""
+        return self.page(self.matching(tasks))
+
+    def matching(self, tasks: Iterable[Any]) -> list[Any]:
+        """Every task that passes the filters and the search, unordered."""
         checks = self._filters()
         if not checks:
-            selected = list(tasks)
-        elif len(checks) == 1:
-            selected = list(filter(checks[0], tasks))
-        else:
-            selected = [t for t in tasks if all(check(t) for check in checks)]
+            return list(tasks)
+        if len(checks) == 1:
+            return list(filter(checks[0], tasks))
+        return [t for t in tasks if all(check(t) for check in checks)]
+
+    def page(self, selected: list[Any]) -> list[Any]:
+        """The requested page of already ``matching`` tasks, in Flower's order."""
         sort_by, descending = self.sort_by, False
         if sort_by:
             descending = sort_by.startswith("-")

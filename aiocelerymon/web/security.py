@@ -972,6 +972,12 @@ class SecurityMiddleware:
 
     def _same_origin(self, scope: Scope, headers: Mapping[str, str]) -> bool:
         origin = headers.get("origin", "")
+        if origin == "null":
+            # Our own Referrer-Policy (no-referrer) makes browsers send "Origin: null" with
+            # the page's own form posts and fetches (Fetch: "serializing a request origin").
+            # "null" alone could be a sandboxed frame anywhere; Sec-Fetch-Site, which no page
+            # can set, tells the browser's own verdict.
+            return headers.get("sec-fetch-site") == "same-origin"
         parts = urlsplit(origin)
         mine = _host_port(headers.get("host", ""), parts.scheme)
         try:

@@ -437,6 +437,13 @@ def test_cross_site_requests_refused_even_with_credentials(make_client):
         client.post("/api/worker/shutdown/w1", auth=ALICE, headers={"Origin": "null"}).status_code
         == 403
     )
+    # The page's own posts say "Origin: null" under Referrer-Policy: no-referrer; only the
+    # browser's Sec-Fetch-Site (which no page can forge) tells them from a sandboxed frame.
+    mine = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/api/worker/shutdown/w1", auth=ALICE, headers=mine).status_code == 200
+    sandboxed = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+    assert client.post("/api/worker/shutdown/w1", auth=ALICE, headers=sandboxed).status_code == 403
+    assert login(client, *ALICE, **sandboxed).status_code == 403
     # Login CSRF: a foreign page cannot log the browser in as someone else.
     assert login(client, *ALICE, **evil).status_code == 403
     # Reading is fine (the browser withholds the response without CORS anyway).
