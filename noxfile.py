@@ -15,6 +15,8 @@ TYPECHECK = nox.project.dependency_groups(PYPROJECT, "typecheck")
 #: One interop run per supported Celery minor, each against the kombu minor it shipped with:
 #: celery 5.6's own pin admits kombu 5.7, which changes the Redis wire (binding Lua scripts).
 CELERY_MINORS = {"5.5": "5.5", "5.6": "5.6", "5.7": "5.7"}
+#: Flower, run next to our Node in the interop tests (tests/integration/interop/test_flower.py).
+FLOWER = "flower==2.2.*"
 #: In CI a broker that cannot start is a failure, never a skip (aiocelerymon/testing/brokers.py).
 REQUIRE = {"AIOCELERYMON_REQUIRE_BROKERS": "1"}
 
@@ -54,7 +56,9 @@ def integration(session: nox.Session) -> None:
 def interop(session: nox.Session, celery: str) -> None:
     """Real Celery workers of one minor answer us, on both brokers."""
     kombu = CELERY_MINORS[celery]
-    session.install("-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*")
+    session.install(
+        "-e", ".[all]", *TEST, f"celery[redis]=={celery}.*", f"kombu=={kombu}.*", FLOWER
+    )  # fmt: skip
     session.run("pytest", "tests/integration", "-m", "interop", *session.posargs, env=REQUIRE)
 
 

@@ -10,6 +10,7 @@ from aiocelerymon.control import Control, ControlSettings, Mailbox
 from aiocelerymon.events import Events, EventSettings
 from aiocelerymon.transports import RetryPolicy, TransportBase, create_transport
 from aiocelerymon.wire import codec, names
+from aiocelerymon.wire.clock import LamportClock
 from aiocelerymon.wire.entities import Exchange, ExchangeKind
 from aiocelerymon.wire.task import DEFAULT_QUEUE, task_exchange, task_message
 
@@ -66,7 +67,10 @@ class Client:
             accept_content=codec.normalize_accept(accept_content),
             task_serializer=task_serializer,
         )
-        self.mailbox = Mailbox(self.transport, self.control_settings)
+        #: The one Lamport clock of this client (Celery's ``app.clock``): the mailbox, a
+        #: :class:`~aiocelerymon.Node`, receivers and dispatchers all tick and adjust it.
+        self.clock = LamportClock()
+        self.mailbox = Mailbox(self.transport, self.control_settings, self.clock)
         #: Celery's ``app.control``, async.
         self.control = Control(self.mailbox)
         accept = self.control_settings.accept_content
@@ -82,7 +86,7 @@ class Client:
             accept_content=accept | codec.normalize_accept([event_serializer, "json"]),
         )
         #: Celery's ``app.events``, async.
-        self.events = Events(self.transport, self.event_settings, control_exchange)
+        self.events = Events(self.transport, self.event_settings, control_exchange, self.clock)
 
     @classmethod
     def from_celery_app(cls, app: Any, **overrides: Any) -> Client:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiocelerymon.control import Node
 from aiocelerymon.events import EventDispatcher
-from aiocelerymon.events.dispatcher import SOFTWARE_INFO, load_average
+from aiocelerymon.wire.rate import parse_rate
 
 if TYPE_CHECKING:
     from aiocelerymon.client import Client
@@ -85,27 +85,38 @@ class DemoWorker:
         self.tasks = {kind.name: kind for kind in tasks}
         self.queue = queue
         self.rng = rng or random.Random()
-        self.rate_limits: dict[str, str | None] = dict.fromkeys(self.tasks)
-        self.revoked: set[str] = set()
         self.processed = 0
         self._running: dict[str, tuple[asyncio.Task[None], dict[str, Any]]] = {}
+        #: When each task type may start next under its rate limit (monotonic seconds).
+        self._next_start: dict[str, float] = {}
         self.dispatcher: EventDispatcher = client.events.dispatcher(
             hostname, freq=freq, worker_stats=self._stats
         )
+        # The Node answers revoke, rate_limit, active_queues, heartbeat ... as a worker does;
+        # the simulated tasks below honour what it records.
         self.node = Node(
             client,
             hostname,
-            registered=self._registered,
+            registered=lambda: {name: {} for name in self.tasks},
             active=self._active,
-            revoked=lambda: sorted(self.revoked),
             stats=lambda: {"total": self._totals()},
+            queues=[queue],
+            pool_size=len(self.tasks),
+            dispatcher=self.dispatcher,
+            on_terminate=self._terminate,
             unique_check_timeout=None,
         )
         self._totals_by_name: dict[str, int] = {}
-        self.node.register("active_queues", self._active_queues)
-        self.node.register("revoke", self._revoke)
-        self.node.register("rate_limit", self._rate_limit)
-        self.node.register("heartbeat", self._heartbeat)
+
+    @property
+    def rate_limits(self) -> dict[str, Any]:
+        """Rate limits by task name, as set with ``control rate_limit``."""
+        return self.node.rate_limits
+
+    @property
+    def revoked(self) -> Any:
+        """The node's revoked ids."""
+        return self.node.revoked
 
     # -- pidbox ------------------------------------------------------------------------------
 
@@ -115,53 +126,26 @@ class DemoWorker:
     def _totals(self) -> dict[str, int]:
         return dict(self._totals_by_name)
 
-    def _registered(self) -> dict[str, dict[str, Any]]:
-        return {name: {"rate_limit": limit} for name, limit in self.rate_limits.items()}
-
     def _active(self) -> list[dict[str, Any]]:
         return [info for _, info in self._running.values()]
 
-    def _active_queues(self) -> list[dict[str, Any]]:
-        # The shape of kombu's Queue.as_dict(recurse=True), as a worker reports it.
-        exchange = {"name": self.queue, "type": "direct", "durable": True, "auto_delete": False}
-        return [
-            {
-                "name": self.queue, "exchange": exchange, "routing_key": self.queue,
-                "durable": True, "exclusive": False, "auto_delete": False, "no_ack": False,
-                "alias": None, "queue_arguments": None, "binding_arguments": None,
-                "consumer_arguments": None, "bindings": [], "no_declare": None,
-                "expires": None, "message_ttl": None, "max_length": None,
-                "max_length_bytes": None, "max_priority": None,
-            }
-        ]  # fmt: skip
+    def _terminate(self, task_id: str, signal: str) -> None:
+        # `revoke --terminate`: cancel the running task; it reports task-revoked.
+        running = self._running.get(task_id)
+        if running is not None:
+            running[0].cancel()
 
-    async def _revoke(
-        self, task_id: str | list[str], terminate: bool = False, signal: Any = None, **kw: Any
-    ) -> dict[str, str]:
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        self.revoked.update(ids)
-        for tid in ids:
-            running = self._running.get(tid)
-            if running is not None and terminate:
-                running[0].cancel()
-        # Celery's reply text (celery/worker/control.py revoke).
-        return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
-
-    async def _heartbeat(self) -> None:
-        # A worker answers a monitor's wake-up cast with a heartbeat event right away.
-        fields: dict[str, Any] = {
-            "freq": self.dispatcher.freq, "loadavg": load_average(), **self._stats(),
-            **SOFTWARE_INFO,
-        }  # fmt: skip
-        await self.dispatcher.send("worker-heartbeat", **fields)
-
-    async def _rate_limit(self, task_name: str, rate_limit: Any, **kw: Any) -> dict[str, str]:
-        if task_name not in self.tasks:
-            return {"error": f"unknown task {task_name!r}"}
-        self.rate_limits[task_name] = str(rate_limit) if rate_limit else None
-        if not rate_limit:
-            return {"ok": "rate limit disabled successfully"}
-        return {"ok": "new rate limit set successfully"}
+    async def _rate_limited(self, name: str) -> None:
+        """Wait for the task type's rate limit (Celery's per-type token bucket, capacity 1)."""
+        per_second = parse_rate(self.node.rate_limits.get(name))
+        if not per_second:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, self._next_start.get(name, now))
+        self._next_start[name] = start + 1.0 / per_second
+        if start > now:
+            await asyncio.sleep(start - now)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -200,13 +184,21 @@ class DemoWorker:
         """Send one task's life as events, the way a prefork worker reports it."""
         send = self.dispatcher.send
         args = repr(tuple(info["args"]))
-        await send(
-            "task-received", uuid=task_id, name=kind.name, args=args, kwargs="{}",
-            root_id=task_id, parent_id=None, retries=0, eta=None, expires=None,
-        )  # fmt: skip
         retries = 0
         try:
             while True:
+                # Every delivery (a retry is a new message) is a task-received, as a worker's.
+                await send(
+                    "task-received", uuid=task_id, name=kind.name, args=args, kwargs="{}",
+                    root_id=task_id, parent_id=None, retries=retries, eta=None, expires=None,
+                )  # fmt: skip
+                if self.node.is_revoked(task_id):
+                    # A worker discards a revoked task it receives (celery/worker/request.py).
+                    await send(
+                        "task-revoked", uuid=task_id, terminated=False, signum=None, expired=False
+                    )
+                    return
+                await self._rate_limited(kind.name)
                 await send("task-started", uuid=task_id)
                 started = time.monotonic()
                 await asyncio.sleep(self.rng.uniform(*kind.runtime))

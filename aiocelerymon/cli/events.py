@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from collections.abc import Callable
 
 from aiocelerymon.cli._common import (
     EX_OK,
@@ -20,7 +21,7 @@ from aiocelerymon.cli._common import (
 from aiocelerymon.cli._monitor import _check_tui, _run_monitor
 from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
-from aiocelerymon.events import Camera, Dumper, State
+from aiocelerymon.events import Camera, Dumper, State, snapshot
 
 
 def _events_parser(prog: str) -> _Parser:
@@ -67,11 +68,12 @@ def _events_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> Invoc
     )
 
 
-def load_camera(path: str) -> type[Camera]:
-    """Import a camera class from ``module.Class`` or ``module:Class``.
+def load_camera(path: str) -> Callable[..., Camera]:
+    """Import a camera class from ``module.Class`` or ``module:Class``: a Camera subclass or
+    one of Celery's (``celery.events.snapshot.Polaroid``), which runs through an adapter.
 
     Raises:
-        UsageError: it cannot be imported or is not a Camera.
+        UsageError: it cannot be imported or is not a camera.
     """
     module_name, sep, attr = path.partition(":")
     if not sep:
@@ -80,9 +82,13 @@ def load_camera(path: str) -> type[Camera]:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise UsageError(f"Cannot load camera {path!r}: {exc}.") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Camera)):
-        raise UsageError(f"{path!r} is not an aiocelerymon.events.Camera subclass.")
-    return cls
+    factory = snapshot.camera_factory(cls)
+    if factory is None:
+        raise UsageError(
+            f"{path!r} is not an aiocelerymon.events.Camera subclass"
+            " (nor a celery.events.snapshot.Polaroid one)."
+        )
+    return factory
 
 
 async def _run_events(client: Client, invocation: Invocation, out: Output) -> int:
@@ -96,6 +102,7 @@ async def _run_events(client: Client, invocation: Invocation, out: Output) -> in
         receiver.handlers["*"] = state.event
         cls = load_camera(invocation.camera)
         camera = cls(state, freq=invocation.frequency, maxrate=invocation.maxrate)
+        out.echo(snapshot.evcam_banner(invocation.camera, invocation.frequency))
         await camera.start()
     else:
         out.echo("-> evdump: starting capture...")

@@ -67,12 +67,15 @@ class _Inbox:
 class Mailbox:
     """Publishes requests and demultiplexes replies for one client."""
 
-    def __init__(self, transport: Transport, settings: ControlSettings) -> None:
+    def __init__(
+        self, transport: Transport, settings: ControlSettings, clock: LamportClock | None = None
+    ) -> None:
         self.transport = transport
         self.settings = settings
         #: Our reply routing key; kombu derives one per process/object, any unique token works.
         self.oid = str(uuid.uuid4())
-        self.clock = LamportClock()
+        #: The client's Lamport clock (shared with its events, as Celery's one ``app.clock``).
+        self.clock = clock if clock is not None else LamportClock()
         #: Replies dropped: unknown (late, or for a cancelled call) or expired tickets.
         self.dropped = 0
         #: Replies that could not be decoded (logged, never raised into a call).

@@ -24,12 +24,13 @@ class Events:
         transport: Transport,
         settings: EventSettings,
         control_exchange: str = names.CONTROL_EXCHANGE,
+        clock: LamportClock | None = None,
     ) -> None:
         self.transport = transport
         self.settings = settings
         self.control_exchange = control_exchange
-        #: One Lamport clock per client, as Celery's ``app.clock``.
-        self.clock = LamportClock()
+        #: One Lamport clock per client, as Celery's ``app.clock`` (the mailbox's too).
+        self.clock = clock if clock is not None else LamportClock()
 
     def receiver(
         self,

@@ -153,11 +153,15 @@ class EventDispatcher:
             self._beat(), name=f"aiocelerymon-heart-{self.hostname}"
         )
 
+    async def heartbeat(self) -> None:
+        """Send a ``worker-heartbeat`` now (a worker answers the ``heartbeat`` command so)."""
+        await self.send("worker-heartbeat", **self._worker_fields())
+
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.freq)
             try:
-                await self.send("worker-heartbeat", **self._worker_fields())
+                await self.heartbeat()
             except Exception as exc:  # a missed beat must not stop the heart
                 log.warning("heartbeat of %s not sent: %r", self.hostname, exc)
 

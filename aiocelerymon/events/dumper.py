@@ -35,8 +35,10 @@ class Dumper:
         self.out = out
         self._tasks: OrderedDict[str, str] = OrderedDict()
 
-    def format(self, event: dict[str, Any]) -> str:
-        """The dump line of one processed event (the dict is not modified)."""
+    def _split(
+        self, event: dict[str, Any]
+    ) -> tuple[Any, datetime, str, str | None, dict[str, Any]]:
+        """``(hostname, timestamp, type, task description or None, remaining fields)``."""
         ev = dict(event)
         stamp = datetime.fromtimestamp(ev.pop("timestamp"), UTC)
         type_ = ev.pop("type").lower()
@@ -51,11 +53,28 @@ class Dumper:
                 self._remember(task_id, task)
             else:
                 task = self._tasks.get(task_id, "")
+        return hostname, stamp, type_, task, ev
+
+    @staticmethod
+    def _line(hostname: Any, timestamp: Any, type_: str, task: str | None, ev: Any) -> str:
         fields = ", ".join(f"{key}={ev[key]}" for key in sorted(ev))
         sep = ":" if fields else ""
         if task is None:
-            return f"{hostname} [{stamp}] {humanize_type(type_)}{sep} {fields}"
-        return f"{hostname} [{stamp}] {humanize_type(type_)}{sep} {task} {fields}"
+            return f"{hostname} [{timestamp}] {humanize_type(type_)}{sep} {fields}"
+        return f"{hostname} [{timestamp}] {humanize_type(type_)}{sep} {task} {fields}"
+
+    def format(self, event: dict[str, Any]) -> str:
+        """The dump line of one processed event (the dict is not modified)."""
+        return self._line(*self._split(event))
+
+    def format_task_event(
+        self, hostname: Any, timestamp: Any, type: str, task: str, event: dict[str, Any]
+    ) -> None:
+        """Write a task event's line: Celery's public hook, which ``on_event`` calls for every
+        task event (``task`` is ``"name(uuid) args=... kwargs=..."`` or ``""``, ``event`` the
+        fields left); override it to change how task events are shown.
+        """
+        self.say(self._line(hostname, timestamp, type, task, event))
 
     def _remember(self, task_id: str, text: str) -> None:
         self._tasks[task_id] = text
@@ -68,5 +87,10 @@ class Dumper:
         print(line, file=self.out, flush=True)
 
     def on_event(self, event: dict[str, Any]) -> None:
-        """Handler for a receiver: print the event's dump line."""
-        self.say(self.format(event))
+        """Handler for a receiver: print the event's dump line (task events through
+        :meth:`format_task_event`, as Celery's dumper)."""
+        hostname, stamp, type_, task, fields = self._split(event)
+        if task is not None:
+            self.format_task_event(hostname, stamp, type_, task, fields)
+        else:
+            self.say(self._line(hostname, stamp, type_, None, fields))

@@ -5,6 +5,10 @@ both may be coroutines. Like Celery (celery/events/snapshot.py) a shutter runs e
 seconds, at most ``maxrate`` times (a token bucket, ``"10/s"``, ``"100/m"``, ``"1/h"`` or a
 number per second), ``cleanup`` runs every ``cleanup_freq`` seconds, and ``clear_after`` clears
 the State after each shot.
+
+Celery's own cameras (``celery.events.snapshot.Polaroid`` subclasses) run too, through
+:func:`camera_factory`: their ``shutter``/``on_shutter``/``on_cleanup``, ``maxrate`` and
+``clear_after`` are theirs; only the timers are ours.
 """
 
 from __future__ import annotations
@@ -14,29 +18,23 @@ import contextlib
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-from aiocelerymon.exceptions import ConfigurationError
+from aiocelerymon.wire.rate import parse_rate
 
-__all__ = ["Camera", "TokenBucket", "parse_rate"]
+__all__ = [
+    "Camera",
+    "PolaroidCamera",
+    "TokenBucket",
+    "camera_factory",
+    "evcam_banner",
+    "is_celery_camera",
+    "parse_rate",
+]
 
 log = logging.getLogger("aiocelerymon.events")
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(rate: str | float | None) -> float:
-    """Celery's rate strings (``"10/m"``) to events per second; 0 means unlimited."""
-    if not rate:
-        return 0.0
-    if isinstance(rate, (int, float)):
-        return float(rate)
-    count, _, unit = rate.partition("/")
-    try:
-        return float(count) / _UNITS[unit or "s"]
-    except (KeyError, ValueError):
-        raise ConfigurationError(f"invalid rate {rate!r}: expected N, N/s, N/m or N/h") from None
 
 
 class TokenBucket:
@@ -146,3 +144,68 @@ async def _call(fn: Any, *args: Any) -> None:
     outcome = fn(*args)
     if inspect.isawaitable(outcome):
         await outcome
+
+
+#: Celery's camera base class, named without importing Celery.
+_POLAROID = "celery.events.snapshot.Polaroid"
+
+
+def is_celery_camera(cls: Any) -> bool:
+    """Whether ``cls`` is a ``celery.events.snapshot.Polaroid`` subclass (Celery's cameras)."""
+    return isinstance(cls, type) and any(
+        f"{klass.__module__}.{klass.__qualname__}" == _POLAROID for klass in cls.__mro__
+    )
+
+
+class PolaroidCamera(Camera):
+    """A Celery camera (a ``Polaroid`` instance) driven by this Camera's timers.
+
+    Each shot calls the Polaroid's own ``capture()``, Celery's ``state.freeze_while(shutter,
+    clear_after=...)``: its ``maxrate``, ``shutter_signal`` and ``on_shutter(state)`` apply as
+    in ``celery events --camera``. It runs in the event loop, so the State does not change
+    during a shot: Celery's camera holds the State's lock for the same reason, and events wait
+    on the broker meanwhile.
+    """
+
+    def __init__(
+        self, polaroid: Any, state: Any, freq: float = 1.0, cleanup_freq: float = 3600.0
+    ) -> None:
+        super().__init__(state, freq=freq, maxrate=None, cleanup_freq=cleanup_freq)
+        self.polaroid = polaroid
+
+    async def capture(self) -> None:
+        self.polaroid.capture()
+        self.shots += 1
+
+    async def cleanup(self) -> None:
+        self.polaroid.cleanup()
+
+    def __repr__(self) -> str:
+        return f"<PolaroidCamera {type(self.polaroid).__qualname__} every {self.freq}s>"
+
+
+def camera_factory(cls: Any, app: Any = None) -> Callable[..., Camera] | None:
+    """What builds a camera of class ``cls`` as ``factory(state, freq=, maxrate=)``:
+    ``cls`` itself for a :class:`Camera`, an adapter for a Celery ``Polaroid`` subclass
+    (constructed as Celery's ``evcam`` does, with ``app``), ``None`` for anything else.
+    """
+    if isinstance(cls, type) and issubclass(cls, Camera):
+        return cls
+    if not is_celery_camera(cls):
+        return None
+
+    def make(
+        state: Any,
+        freq: float = 1.0,
+        maxrate: str | float | None = None,
+        cleanup_freq: float = 3600.0,
+    ) -> Camera:
+        polaroid = cls(state, freq=freq, maxrate=maxrate, cleanup_freq=cleanup_freq, app=app)
+        return PolaroidCamera(polaroid, state, freq=freq, cleanup_freq=cleanup_freq)
+
+    return make
+
+
+def evcam_banner(camera: str, freq: float) -> str:
+    """The line ``celery events --camera`` prints first (celery/events/snapshot.py evcam)."""
+    return f"-> evcam: Taking snapshots with {camera} (every {freq} secs.)"

@@ -39,12 +39,21 @@ Differences from Celery (none shows with real event streams):
 * ``max_tasks_in_memory`` of ``0``/``None`` means unbounded (Celery fails at the first event).
 * The drift warning logs the raw timestamps (Celery converts them to ``datetime``, which
   raises for timestamps outside its range) and has its own wording.
+* A task or worker event that fails (an unhashable ``name`` or ``parent_id``, a timestamp
+  that does not convert, a failing ``on_node_join``) raises and leaves the state as it was;
+  only ``event_count`` and the ``callback`` have seen it. Celery leaves such an event half
+  applied.
+* ``max_tasks_in_memory`` and ``heap_multiplier`` set on an instance after ``__init__`` size
+  the time index at the first event, as Celery's; the ``tasks`` LRU keeps its size.
+* Log records come from the ``aiocelerymon.events.state`` logger (Celery's:
+  ``celery.events.state``): a filter or level set on Celery's name does not reach them.
 * Event keys named like a :class:`Task` property (``children``, ``id``, ``ready``, ...) go to
   the instance ``__dict__`` without hiding the property (Celery: ``children`` is replaced).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -234,6 +243,40 @@ class LRUCache(MutableMapping[_K, _V]):
 _MISSING: Any = object()
 
 
+def _insert(cache: LRUCache[_K, _V], key: _K, value: _V) -> tuple[_K, _V] | None:
+    """``cache[key] = value`` for a new key; returns the item it evicted, to undo it."""
+    data = cache.data
+    evicted = None
+    limit = cache.limit
+    if limit and len(data) >= limit and key not in data:
+        evicted = data.popitem(last=False)
+        if cache._on_remove is not None:
+            cache._on_remove(evicted[1])
+    data[key] = value
+    return evicted
+
+
+def _save_attrs(obj: Any) -> tuple[list[tuple[str, Any]], dict[str, Any], list[Any]]:
+    """What :func:`_restore_attrs` needs to put a :class:`Worker` back as it is now."""
+    slots = [(name, getattr(obj, name, _MISSING)) for name in obj.__class__._fields]
+    return slots, dict(obj.__dict__), list(obj.heartbeats)
+
+
+def _restore_attrs(
+    obj: Any, saved: tuple[list[tuple[str, Any]], dict[str, Any], list[Any]]
+) -> None:
+    slots, extra, heartbeats = saved
+    for name, value in slots:
+        if value is _MISSING:
+            with contextlib.suppress(AttributeError):
+                delattr(obj, name)
+        else:
+            setattr(obj, name, value)
+    obj.__dict__.clear()
+    obj.__dict__.update(extra)
+    obj.heartbeats[:] = heartbeats
+
+
 # ---------------------------------------------------------------------------------------------
 # Worker
 
@@ -336,18 +379,24 @@ class Worker:
         Celery does, ``timestamp`` and ``local_received`` swapped: the task event's own
         timestamp is what lands in ``heartbeats``.
         """
+        beats = None if type_ == "offline" else self._beats(timestamp, local_received)
         if fields:
             for key, value in fields.items():
                 setattr(self, key, value)
-        heartbeats = self.heartbeats
         if type_ == "offline":
-            heartbeats.clear()
-            return
+            self.heartbeats.clear()
+        elif beats is not None:
+            self.heartbeats[:] = beats
+
+    def _beats(self, timestamp: Any, local_received: Any) -> list[Any] | None:
+        """The heartbeats after recording ``local_received`` (None: unchanged), computed on a
+        copy so that a value that does not compare or convert changes nothing."""
         if not local_received or not timestamp:
-            return
+            return None
         drift = abs(int(local_received) - int(timestamp))
         if drift > HEARTBEAT_DRIFT_MAX:
             _warn_drift(self.hostname, drift, local_received, timestamp)
+        heartbeats = self.heartbeats[:]
         count = len(heartbeats)
         if count >= self.heartbeat_max:
             del heartbeats[0]
@@ -356,6 +405,7 @@ class Worker:
             heartbeats.append(local_received)
         else:
             insort(heartbeats, local_received)
+        return heartbeats
 
     def update(self, f: Mapping[str, Any], **kw: Any) -> None:
         """Set every item of ``f`` (and ``kw``) as an attribute."""
@@ -464,17 +514,25 @@ _MERGE_PLANS_MAX = 512
 _MERGE_PLAN_KEYS = 64
 _MERGE_PLAN_KEY_LEN = 64
 
-#: One statement per kind; ``{k}`` is the key's repr, ``{a}`` the attribute name.
+#: One computation per kind, into local ``{v}``; ``{k}`` is the key's repr, ``u`` the uuid the
+#: task has at that point. A ``_UUID`` local of ``_keep`` keeps the task's own uuid object.
 _MERGE_CODE = {
-    _PLAIN: "    self.{a} = f[{k}]",
-    _INTERN: "    v = f[{k}]\n    self.{a} = _intern(v) if v.__class__ is str else v",
+    _PLAIN: "    {v} = f[{k}]",
+    _INTERN: "    {v} = f[{k}]\n    if {v}.__class__ is str: {v} = _intern({v})",
     # Shared ints inline (the common case), the rest through _share_number.
-    _NUMBER: "    v = f[{k}]\n    self.{a} = (_ints.get(v) or _share(v)) if v.__class__ is int"
-    " else _share(v)",
-    _UUID: "    v = f[{k}]\n    if not (v == self.uuid and v.__class__ is self.uuid.__class__):"
-    "\n        self.{a} = v",
-    _ROOT: "    v = f[{k}]\n    u = self.uuid\n    self.{a} = u if v == u and v.__class__ is"
-    " u.__class__ else v",
+    _NUMBER: "    {v} = f[{k}]\n    {v} = (_ints.get({v}) or _share({v})) if {v}.__class__ is int"
+    " else _share({v})",
+    _UUID: "    {v} = f[{k}]\n    if {v} == u and {v}.__class__ is u.__class__: {v} = _keep\n"
+    "    else: u = {v}",
+    _ROOT: "    {v} = f[{k}]\n    if {v} == u and {v}.__class__ is u.__class__: {v} = u",
+}
+#: The store of each kind, after every computation succeeded (stores cannot fail).
+_MERGE_STORE = {
+    _PLAIN: "    self.{a} = {v}",
+    _INTERN: "    self.{a} = {v}",
+    _NUMBER: "    self.{a} = {v}",
+    _UUID: "    if {v} is not _keep: self.{a} = {v}",
+    _ROOT: "    self.{a} = {v}",
 }
 
 
@@ -492,7 +550,10 @@ def _merge_plan(keys: tuple[Any, ...]) -> Callable[[Any, Mapping[str, Any]], Non
         # Odd key sets (custom events with many or long keys) would cost compile time and
         # memory for good; the key-by-key merge serves them.
         return Task._merge_slow
-    lines = ["def merge(self, f):"]
+    # Every statement computes into a local first: nothing is stored until the last line, so
+    # a value that fails (an odd ``__eq__``) leaves the task as it was.
+    lines = ["def merge(self, f):", "    u = self.uuid"]
+    stores: list[str] = []
     has_dict = False
     for key in keys:
         kind = _MERGE_KIND.get(key)
@@ -501,16 +562,23 @@ def _merge_plan(keys: tuple[Any, ...]) -> Callable[[Any, Mapping[str, Any]], Non
                 # Only now: reading __dict__ creates it, and most tasks need none.
                 lines.append("    d = self.__dict__")
                 has_dict = True
-            lines.append(f"    d[{key!r}] = f[{key!r}]")
+            stores.append(f"    d[{key!r}] = f[{key!r}]")
         else:  # slot names are identifiers
-            lines.append(_MERGE_CODE[kind].format(a=key, k=repr(key)))
+            lines.append(_MERGE_CODE[kind].format(v=f"v{len(stores)}", k=repr(key)))
+            stores.append(_MERGE_STORE[kind].format(a=key, v=f"v{len(stores)}"))
+    # An empty key tuple (a late event that contributes nothing) compiles to a no-op.
+    lines.extend(stores or ["    pass"])
     namespace: dict[str, Any] = {
         "_intern": _intern,
         "_share": _share_number,
         "_ints": _numbers[int],
+        "_keep": _MISSING,
     }
-    # Safe with any input: event keys only ever appear as repr() string literals.
-    exec(compile("\n".join(lines), "<aiocelerymon merge plan>", "exec"), namespace)
+    try:
+        # Safe with any input: event keys only ever appear as repr() string literals.
+        exec(compile("\n".join(lines), "<aiocelerymon merge plan>", "exec"), namespace)
+    except (SyntaxError, MemoryError, RecursionError, ValueError):  # pragma: no cover - total
+        return Task._merge_slow
     merge: Callable[[Any, Mapping[str, Any]], None] = namespace["merge"]
     _MERGE_PLANS[keys] = merge
     return merge
@@ -767,30 +835,37 @@ class Task:
         merge(self, fields)
 
     def _merge_slow(self, fields: Mapping[str, Any]) -> None:
-        """:meth:`_merge` one key at a time (key sets without a compiled plan)."""
+        """:meth:`_merge` one key at a time (key sets without a compiled plan).
+
+        Every value is computed before the first store, so a failure changes nothing.
+        """
         kinds = _MERGE_KIND
-        extra: dict[str, Any] | None = None
+        uuid = self.uuid
+        slots: list[tuple[str, Any]] = []
+        extra: list[tuple[Any, Any]] = []
         for key, value in fields.items():
             kind = kinds.get(key)
             if kind is None:
-                if extra is None:
-                    extra = self.__dict__
-                extra[key] = value
+                extra.append((key, value))
             elif kind == _PLAIN:
-                setattr(self, key, value)
+                slots.append((key, value))
             elif kind == _INTERN:
-                setattr(self, key, _intern(value) if value.__class__ is str else value)
+                slots.append((key, _intern(value) if value.__class__ is str else value))
             elif kind == _NUMBER:
-                setattr(self, key, _share_number(value))
+                slots.append((key, _share_number(value)))
+            # uuid / root_id: reuse the task's own uuid object when equal (root tasks have
+            # root_id == uuid), rather than keep one more copy per event.
+            elif value == uuid and value.__class__ is uuid.__class__:
+                if kind == _ROOT:
+                    slots.append((key, uuid))
             else:
-                # uuid / root_id: reuse the task's own uuid object when equal (root tasks
-                # have root_id == uuid), rather than keep one more copy per event.
-                uuid = self.uuid
-                if value == uuid and value.__class__ is uuid.__class__:
-                    if kind == _ROOT:
-                        self.root_id = uuid
-                else:
-                    setattr(self, key, value)
+                slots.append((key, value))
+                if kind == _UUID:
+                    uuid = value
+        for key, value in slots:
+            setattr(self, key, value)
+        if extra:
+            self.__dict__.update(extra)
 
     def event(
         self,
@@ -809,11 +884,9 @@ class Task:
         """
         if not fields:
             fields = {}  # a new dict, as Celery's ``fields or {}``
-        state = _EVENT_STATE.get(type_)
-        if state is not None:
-            setattr(self, type_, timestamp)
-        else:
-            state = type_.upper()
+        known = _EVENT_STATE.get(type_)
+        stamp = known is not None
+        state = known if known is not None else type_.upper()
         current = self.state
         if (
             state != RETRY
@@ -827,7 +900,10 @@ class Task:
             # Celery: fields.update(state=..., timestamp=...); same keys, same order.
             fields["state"] = state
             fields["timestamp"] = timestamp
+        # Everything that can fail came first: a failing event leaves the task as it was.
         self._merge(fields)
+        if stamp and type_ not in fields:  # (a field of the same name wins, as in Celery)
+            setattr(self, type_, timestamp)
 
     @property
     def children(self) -> TaskSet:
@@ -980,6 +1056,12 @@ class _TimeHeap:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def resize(self, cap: int) -> None:
+        """Hold ``cap`` entries from now on (0: unbounded)."""
+        self.cap = cap
+        self.trim_at = cap + max(_SLACK_MIN, cap // 4) if cap else sys.maxsize
+        self._set_settle_point()
+
     def _set_settle_point(self) -> None:
         # The new entries can land anywhere in the sorted prefix (a worker whose Lamport
         # clock lags), so a settle may touch all of it: settling after a number of events
@@ -987,8 +1069,12 @@ class _TimeHeap:
         sorted_ = self.sorted
         self.settle_at = min(self.trim_at, sorted_ + max(_SORT_CHUNK, sorted_ >> 2))
 
-    def push(self, clock: Any, timestamp: Any, origin: Any, key: Any) -> None:
-        """Append one entry (the event path)."""
+    def push(
+        self, clock: Any, timestamp: Any, origin: Any, key: Any, falsy: bool | None = None
+    ) -> None:
+        """Append one entry (the event path; with ``falsy = not clock`` given, never raises)."""
+        if falsy is None:
+            falsy = not clock
         clocks = self.clocks
         try:
             if clock.__class__ is not int and clocks.__class__ is not list:
@@ -1004,10 +1090,15 @@ class _TimeHeap:
         self.origins.append(origin)
         keys = self.keys
         keys.append(key)
-        if not clock:
+        if falsy:
             self.falsy += 1
         if len(keys) >= self.settle_at:
-            self.settle()
+            try:
+                self.settle()
+            except TypeError:
+                # Entries that do not compare: the ordered views raise when read (as Celery's
+                # ``event()`` does at insort); the event itself is applied.
+                self.settle_at = len(keys) + _SORT_CHUNK
 
     def _columns(self) -> tuple[Any, Any, list[Any], list[Any]]:
         return self.clocks, self.times, self.origins, self.keys
@@ -1030,7 +1121,13 @@ class _TimeHeap:
             n -= 1
             if not newest[0]:
                 falsy -= 1
-        self._sort(self.sorted, n, falsy)
+        try:
+            self._sort(self.sorted, n, falsy)
+        except BaseException:
+            if newest is not None:  # put the newest entry back: a failed sort changes nothing
+                for column, value in zip(self._columns(), newest, strict=True):
+                    column.append(value)
+            raise
         if newest is not None:
             drop = n - cap + 1
             self.falsy -= sum(1 for clock in self.clocks[:drop] if not clock)
@@ -1040,12 +1137,20 @@ class _TimeHeap:
             clock, timestamp, origin = newest[0], newest[1], newest[2]
             clocks, times, origins = self.clocks, self.times, self.origins
             lo, hi = 0, n
-            while lo < hi:  # bisect_right: insort puts it after the entries equal to it
-                mid = (lo + hi) >> 1
-                if _tt_lt(clock, timestamp, origin, clocks[mid], times[mid], origins[mid]):
-                    hi = mid
-                else:
-                    lo = mid + 1
+            try:
+                while lo < hi:  # bisect_right: insort puts it after the entries equal to it
+                    mid = (lo + hi) >> 1
+                    if _tt_lt(clock, timestamp, origin, clocks[mid], times[mid], origins[mid]):
+                        hi = mid
+                    else:
+                        lo = mid + 1
+            except TypeError:
+                # It does not compare: keep it, unsorted, at the end (the next read raises).
+                for column, value in zip(self._columns(), newest, strict=True):
+                    column.append(value)
+                self.sorted = n
+                self._set_settle_point()
+                raise
             for column, value in zip(self._columns(), newest, strict=True):
                 column.insert(lo, value)
             n += 1
@@ -1158,6 +1263,8 @@ class State:
         self._relink_index(self.tasks_by_type, tasks_by_type, "_by_type")
         self._relink_index(self.tasks_by_worker, tasks_by_worker, "_by_worker")
         self._heap = _TimeHeap((max_tasks_in_memory or 0) * self.heap_multiplier)
+        #: The heap is sized again at the first event, from the attributes as they are then.
+        self._heap_unsized = True
         self.rebuild_taskheap()
 
     @staticmethod
@@ -1196,6 +1303,10 @@ class State:
         ``KeyError``; worker events missing ``hostname``/``timestamp``/``local_received``
         are ignored.
         """
+        if self._heap_unsized:
+            self._size_heap()
+        # Counted first, failing or not, as in Celery; past this a failing event leaves the
+        # state as it was (the handlers below undo their part).
         self.event_count += 1
         callback = self.event_callback
         if callback:
@@ -1210,6 +1321,12 @@ class State:
             return self._worker_event(subject, event)
         return None
 
+    def _size_heap(self) -> None:
+        # Celery sizes its time index when the first event arrives, from the instance's
+        # max_tasks_in_memory * heap_multiplier as they are then.
+        self._heap_unsized = False
+        self._heap.resize((self.max_tasks_in_memory or 0) * self.heap_multiplier)
+
     def _worker_event(self, subject: str, event: _Event) -> Any:
         try:
             hostname = event["hostname"]
@@ -1218,22 +1335,38 @@ class State:
         except KeyError:
             return None
         is_offline = subject == "offline"
-        worker = self.workers.data.get(hostname)
+        workers = self.workers
+        worker = workers.data.get(hostname)
         created = False
+        saved = None
+        evicted: tuple[Any, _Worker] | None = None
         if worker is None:
             worker = self.Worker(hostname)
             # An unknown worker going offline is reported but not kept.
             if not is_offline:
-                self.workers[hostname] = worker
+                evicted = _insert(workers, hostname, worker)
                 created = True
-        worker.event(subject, timestamp, local_received, event)
-        on_node_join = self.on_node_join
-        if on_node_join and (created or subject == "online"):
-            on_node_join(worker)
-        on_node_leave = self.on_node_leave
-        if on_node_leave and is_offline:
-            on_node_leave(worker)
-            self.workers.pop(hostname, None)
+        else:
+            saved = _save_attrs(worker)
+        try:
+            worker.event(subject, timestamp, local_received, event)
+            on_node_join = self.on_node_join
+            if on_node_join and (created or subject == "online"):
+                on_node_join(worker)
+            on_node_leave = self.on_node_leave
+            leave = on_node_leave is not None and is_offline
+            if on_node_leave is not None and is_offline:
+                on_node_leave(worker)
+        except BaseException:
+            if created:
+                workers.data.pop(hostname, None)
+                if evicted is not None:
+                    self._put_back(workers, evicted)
+            elif saved is not None:
+                _restore_attrs(worker, saved)
+            raise
+        if leave:  # (Celery drops a worker that went offline only with on_node_leave set)
+            workers.pop(hostname, None)
         return (worker, created), subject
 
     def _task_event(self, subject: str, event: _Event) -> Any:
@@ -1245,32 +1378,67 @@ class State:
         clock = event["clock"]
         if hostname.__class__ is str:
             hostname = _intern(hostname)
+        # Everything that can fail on odd values runs before the first change, or is undone:
+        # a failing event leaves the state as it was.
         tasks = self.tasks
         task_data = tasks.data
         task = task_data.get(uuid)
         created = task is None
         if task is None:
             task = self.Task(uuid, cluster_state=self)
-            tasks[task.uuid] = task  # keyed by the task's own copy of the uuid: see _task_key
-        if subject == "sent":  # sent by the client, not a worker
-            task.client = hostname
-            origin = hostname
-        else:
+        name = event.get("name")
+        if name is not None:
+            hash(name)  # it becomes an index key
+        parent_id = event.get("parent_id")
+        if parent_id:
+            hash(parent_id)
+        falsy_clock = not clock
+        worker = None
+        worker_created = False
+        beats = None
+        if subject != "sent":  # (sent by the client, not a worker)
             workers = self.workers
             worker = workers.data.get(hostname)
             if worker is None:
-                worker = workers[hostname] = self.Worker(hostname)
-            task.worker = worker
+                worker = self.Worker(hostname)
+                worker_created = True
             if local_received:
                 # Argument order as in Celery: the event timestamp becomes the heartbeat.
-                worker.event(None, local_received, timestamp)
+                beats = worker._beats(local_received, timestamp)
             origin = worker.id
-
-        self._heap.push(clock, timestamp, origin, self._task_key(task))
-
+        else:
+            origin = hostname
+        evicted = _insert(tasks, task.uuid, task) if created else None
+        worker_evicted = None
+        if worker_created and worker is not None:
+            worker_evicted = _insert(self.workers, hostname, worker)
+        before = task.client if worker is None else task.worker
+        try:
+            if worker is None:
+                task.client = hostname
+            else:
+                task.worker = worker
+            task.event(subject, timestamp, local_received, event)
+        except BaseException:
+            if worker is None:
+                task.client = before
+            else:
+                task.worker = before
+            if created:
+                task_data.pop(task.uuid, None)
+                if evicted is not None:
+                    self._put_back(tasks, evicted)
+            if worker_created:
+                self.workers.data.pop(hostname, None)
+                if worker_evicted is not None:
+                    self._put_back(self.workers, worker_evicted)
+            raise
+        # From here on nothing can fail: the values used as keys were hashed above.
+        if beats is not None and worker is not None:
+            worker.heartbeats[:] = beats
+        self._heap.push(clock, timestamp, origin, self._task_key(task), falsy_clock)
         if subject == "received":
             self.task_count += 1
-        task.event(subject, timestamp, local_received, event)
         name = task.name
         if name is not None:
             self._seen_types.add(name)
@@ -1289,6 +1457,33 @@ class State:
             if parked:
                 task.children.update(parked)
         return (task, created), subject
+
+    def _put_back(self, cache: LRUCache[Any, Any], item: tuple[Any, Any]) -> None:
+        """Undo an eviction by :func:`_insert`: the item is the least recent again."""
+        key, value = item
+        cache.data[key] = value
+        cache.data.move_to_end(key, last=False)
+        if cache is self.tasks:
+            self._reindex(value)
+
+    def _reindex(self, task: _Task) -> None:
+        """Undo :meth:`_forget_task` for a task that is held again."""
+        if task._by_type is not None:
+            self.tasks_by_type[task._by_type].add(task)
+        if task._by_worker is not None:
+            self.tasks_by_worker[task._by_worker].add(task)
+        link = task._plink
+        if link is not None:
+            task_data = self.tasks.data
+            resolve = self._tasks_to_resolve.data
+            for parent_id in link if isinstance(link, list) else (link,):
+                parent = task_data.get(parent_id)
+                if parent is not None:
+                    parent.children.add(task)
+                else:
+                    parked = resolve.get(parent_id)
+                    if parked is not None:
+                        parked.add(task)
 
     def _link_child(self, task: _Task, parent_id: Any) -> None:
         parent = self.tasks.data.get(parent_id)

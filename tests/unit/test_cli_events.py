@@ -9,6 +9,7 @@ import logging
 import uuid
 
 import pytest
+from celery.events.snapshot import Polaroid
 
 import aiocelerymon
 from aiocelerymon import cli
@@ -23,6 +24,18 @@ class CountingCamera(Camera):
 
     async def on_shutter(self, state):
         SHOTS.append(len(state.tasks))
+
+
+POLAROID_SHOTS: list[tuple[int, list[str]]] = []
+
+
+class CeleryCam(Polaroid):
+    """An operator's existing Celery camera, unchanged: Celery's on_shutter(state) hook."""
+
+    clear_after = True
+
+    def on_shutter(self, state):
+        POLAROID_SHOTS.append((len(state.tasks), sorted(t.name for t in state.tasks.values())))
 
 
 async def _run_with_events(argv: list[str], url: str) -> tuple[int, str]:
@@ -74,6 +87,18 @@ async def test_camera_runs_on_the_state():
     code, _ = await _run_with_events(argv, url)
     assert code == 0
     assert SHOTS == [1]  # the last shot on shutdown sees the one task
+
+
+async def test_a_celery_camera_runs_and_the_banner_is_celerys():
+    POLAROID_SHOTS.clear()
+    url = f"memory://cli-ev-{uuid.uuid4().hex}"
+    argv = ["events", "--camera", f"{__name__}.CeleryCam", "--frequency", "60", "--limit", "3"]
+    code, output = await _run_with_events(argv, url)
+    assert code == 0
+    assert output.splitlines()[0] == (
+        f"-> evcam: Taking snapshots with {__name__}.CeleryCam (every 60.0 secs.)"
+    )
+    assert POLAROID_SHOTS == [(1, ["proj.add"])]  # the last shot on shutdown
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,6 @@ async def test_demo_cluster_answers_like_workers_and_reports_every_outcome() -> 
         cluster = DemoCluster(client, nodes=("n1@demo",), rate=0, seed=7)
         (worker,) = cluster.workers
         worker.tasks = {k.name: k for k in kinds}
-        worker.rate_limits = dict.fromkeys(worker.tasks)
         await cluster.start()
         try:
             ids = {k.name: worker.submit(k) for k in kinds}
@@ -108,12 +107,16 @@ async def test_demo_cluster_answers_like_workers_and_reports_every_outcome() -> 
             assert replies == [{"n1@demo": {"ok": "new rate limit set successfully"}}]
             registered = (await control.inspect(ONE, timeout=DEADLINE).registered()) or {}
             assert "t.slow [rate_limit=5/s]" in registered["n1@demo"]
+            # A retry is a new delivery: a task-received with retries + 1 each time.
+            received = [e for e in seen if e["type"] == "task-received"]
+            assert [e["retries"] for e in received if e["uuid"] == ids["t.retry"]] == [0, 1, 2, 3]
             # revoke --terminate kills the slow task; the worker reports task-revoked.
             replies = await control.revoke(
                 ids["t.slow"], ONE, terminate=True, reply=True, timeout=DEADLINE
             )
-            assert replies == [{"n1@demo": {"ok": f"tasks {ids['t.slow']} flagged as revoked"}}]
+            assert replies == [{"n1@demo": {"ok": f"terminate: {ids['t.slow']}"}}]
             await until(lambda: ended(ids["t.slow"], "task-revoked"))
+            assert worker.node.is_revoked(ids["t.slow"])
         finally:
             await cluster.aclose()
         await until(lambda: any(e["type"] == "worker-offline" for e in seen))
@@ -124,3 +127,53 @@ async def test_demo_cluster_answers_like_workers_and_reports_every_outcome() -> 
 def test_demo_task_mix_has_every_outcome() -> None:
     assert any(k.fail_rate for k in TASKS) and any(k.retry_rate for k in TASKS)
     assert any(k.runtime[0] >= 1 for k in TASKS)  # slow tasks stay STARTED on screen
+
+
+async def test_demo_revoke_reply_and_rate_limit_as_a_worker() -> None:
+    async with aiocelerymon.Client(f"memory://demo-{uuid.uuid4().hex}") as client:
+        seen: list[dict] = []
+        arrived = asyncio.Event()
+
+        def on_event(event: dict) -> None:
+            seen.append(event)
+            arrived.set()
+
+        async def until(predicate) -> None:
+            async with asyncio.timeout(DEADLINE):
+                while not predicate():
+                    arrived.clear()
+                    await arrived.wait()
+
+        def has(task_id: str, type_: str) -> bool:
+            return any(e["type"] == type_ and e.get("uuid") == task_id for e in seen)
+
+        receiver = client.events.receiver(handlers={"*": on_event})
+        capture = asyncio.ensure_future(receiver.capture())
+        await asyncio.wait_for(receiver.ready.wait(), DEADLINE)
+        cluster = DemoCluster(client, nodes=("n1@demo",), rate=0, seed=3)
+        (worker,) = cluster.workers
+        kind = TaskKind("t.quick", (0.0, 0.0))
+        worker.tasks = {kind.name: kind}
+        await cluster.start()
+        try:
+            control = client.control
+            # Celery formats the revoked ids as a set: tasks {'<id>'} flagged as revoked.
+            replies = await control.revoke("early", ONE, reply=True, timeout=DEADLINE)
+            assert replies == [{"n1@demo": {"ok": "tasks {'early'} flagged as revoked"}}]
+            worker.submit(kind, task_id="early")
+            await until(lambda: has("early", "task-revoked"))
+            assert not has("early", "task-started")  # discarded on receipt, as a worker does
+            # One start an hour: the second task is received but waits for its token.
+            replies = await control.rate_limit(kind.name, "1/h", ONE, reply=True, timeout=DEADLINE)
+            assert replies == [{"n1@demo": {"ok": "new rate limit set successfully"}}]
+            worker.submit(kind, task_id="first")
+            worker.submit(kind, task_id="second")
+            await until(lambda: has("first", "task-succeeded") and has("second", "task-received"))
+            assert not has("second", "task-started")
+            replies = await control.revoke("second", ONE, terminate=True, reply=True)
+            assert replies == [{"n1@demo": {"ok": "terminate: second"}}]
+            await until(lambda: has("second", "task-revoked"))
+            assert not has("second", "task-started")
+        finally:
+            await cluster.aclose()
+            capture.cancel()

@@ -95,8 +95,20 @@ async def test_stats_has_celerys_shape_and_declared_fields(
     assert isinstance(stats["uptime"], int)
     assert stats["total"] == {"svc.job": 3}
     assert stats["service"] == "x"
-    assert stats["prefetch_count"] == 0
-    assert stats["pool"]["max-concurrency"] == node.concurrency
+    # Celery's default worker_prefetch_multiplier (4) times the pool.
+    assert stats["prefetch_count"] == 4 == node.prefetch_count
+    assert stats["pool"]["max-concurrency"] == node.pool_size == 1
+    # The keys of a real 5.7 prefork worker's stats (captured from `celery inspect stats`).
+    assert list(stats["pool"]) == [
+        "implementation", "max-concurrency", "processes", "max-tasks-per-child",
+        "put-guarded-by-semaphore", "timeouts", "writes",
+    ]  # fmt: skip
+    assert set(stats["pool"]["writes"]) == {"total", "avg", "all", "raw", "strategy", "inqueues"}
+    assert list(stats["broker"]) == [
+        "hostname", "userid", "virtual_host", "port", "insist", "ssl", "transport",
+        "connect_timeout", "transport_options", "login_method", "uri_prefix", "heartbeat",
+        "failover_strategy", "alternates", "credential_provider",
+    ]  # fmt: skip
     assert stats["broker"]["userid"] == "user"
     assert stats["broker"]["transport"] == "memory"
     assert "password" not in stats["broker"]
@@ -137,7 +149,9 @@ async def test_task_listings_and_query_task(client: Client, make_node: NodeFacto
         "t1": ["active", job],
         "t2": ["scheduled", later["request"]],
     }
-    assert mine(await inspect.conf()) == {}
+    conf = mine(await inspect.conf())
+    assert conf["broker_url"].startswith("memory://") and conf["task_serializer"] == "json"
+    assert conf["control_exchange"] == "celery"
 
 
 async def test_clock_hello_report_and_events(client: Client, node: Node) -> None:
@@ -146,7 +160,9 @@ async def test_clock_hello_report_and_events(client: Client, node: Node) -> None
     assert isinstance(clock, int) and 0 < clock < node.clock.value
     assert await call(client, "hello", {"from_node": NODE}) is None
     hello = await call(client, "hello", {"from_node": "w1@elsewhere", "revoked": ["x"]})
-    assert hello["revoked"] == [] and hello["clock"] > clock
+    # A worker merges the other's revoked ids into its own and answers them (mingle).
+    assert hello["revoked"] == ["x"] and hello["clock"] > clock
+    assert node.is_revoked("x")
     report = await call(client, "report")
     assert "aiocelerymon:" in report["ok"] and NODE in report["ok"]
     assert await call(client, "heartbeat") is None
