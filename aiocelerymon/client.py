@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from aiocelerymon.control import Control, ControlSettings, Mailbox
 from aiocelerymon.events import Events, EventSettings
+from aiocelerymon.results import Results, ResultSettings
 from aiocelerymon.transports import RetryPolicy, TransportBase, create_transport
 from aiocelerymon.wire import codec, names
 from aiocelerymon.wire.clock import LamportClock
@@ -23,8 +24,10 @@ class Client:
     Keyword arguments carry Celery's setting names and defaults (``broker_transport_options``,
     ``broker_use_ssl``, ``broker_connection_timeout``, ``control_exchange``,
     ``control_queue_*``, ``event_exchange``, ``event_queue_*``, ``event_serializer``,
-    ``accept_content``, ``task_serializer``), so a Celery app's ``conf`` can be passed through
-    (see :meth:`from_celery_app`). ``None`` for a queue TTL/expiry leaves that argument unset.
+    ``accept_content``, ``task_serializer``, ``result_backend``,
+    ``result_backend_transport_options``, ``database_table_names``/``_schemas``), so a Celery
+    app's ``conf`` can be passed through (see :meth:`from_celery_app`). ``None`` for a queue
+    TTL/expiry leaves that argument unset.
     """
 
     def __init__(
@@ -48,6 +51,10 @@ class Client:
         event_queue_exclusive: bool = True,
         event_queue_durable: bool = False,
         event_serializer: str = "json",
+        result_backend: str | None = None,
+        result_backend_transport_options: Mapping[str, Any] | None = None,
+        database_table_names: Mapping[str, str] | None = None,
+        database_table_schemas: Mapping[str, str] | None = None,
         retry: RetryPolicy | None = None,
         transport: TransportBase | None = None,
     ) -> None:
@@ -87,6 +94,16 @@ class Client:
         )
         #: Celery's ``app.events``, async.
         self.events = Events(self.transport, self.event_settings, control_exchange, self.clock)
+        #: Task results from ``result_backend`` (Celery's ``AsyncResult``, read-only, JSON only).
+        self.results = Results(
+            ResultSettings(
+                result_backend=result_backend,
+                result_backend_transport_options=result_backend_transport_options or {},
+                database_table_names=database_table_names or {},
+                database_table_schemas=database_table_schemas or {},
+                connect_timeout=broker_connection_timeout,
+            )
+        )
 
     @classmethod
     def from_celery_app(cls, app: Any, **overrides: Any) -> Client:
@@ -107,6 +124,11 @@ class Client:
             "event_queue_ttl": conf.event_queue_ttl,
             "event_queue_expires": conf.event_queue_expires,
             "event_serializer": conf.event_serializer,
+            # Celery's Settings.result_backend reads CELERY_RESULT_BACKEND first.
+            "result_backend": conf.result_backend or None,
+            "result_backend_transport_options": conf.get("result_backend_transport_options"),
+            "database_table_names": conf.get("database_table_names"),
+            "database_table_schemas": conf.get("database_table_schemas"),
         }
         for name in (  # Celery 5.6+
             "control_queue_exclusive",
@@ -158,11 +180,14 @@ class Client:
         return str(message.headers["id"])
 
     async def aclose(self) -> None:
-        """Remove the reply queue and close the connection."""
+        """Remove the reply queue and close the connections."""
         try:
             await self.mailbox.aclose()
         finally:
-            await self.transport.aclose()
+            try:
+                await self.transport.aclose()
+            finally:
+                await self.results.aclose()
 
     async def __aenter__(self) -> Self:
         await self.connect()

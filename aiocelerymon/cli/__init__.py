@@ -18,6 +18,8 @@ Usage::
     aiocelerymon queues  [-Q a,b] [-X c] [-j] [--watch [SECONDS]] [--count N]
     aiocelerymon purge   [-Q a,b] [-X c] [-f]
     aiocelerymon serve   [--address HOST] [--port PORT] [--url-prefix PATH] ...
+    aiocelerymon result  [-t TASK] [--traceback] [-j] [--wait SECONDS] TASK_ID
+    aiocelerymon shell   [--without-tasks]
     aiocelerymon demo    [--dump [-j]] [--limit N] [--duration SECONDS] [--rate N]
 
 ``events`` without ``--dump``/``--camera`` opens the live monitor (the ``tui`` extra).
@@ -35,7 +37,18 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from aiocelerymon._version import __version__
-from aiocelerymon.cli import control, demo, events, inspect, purge, queues, serve, status
+from aiocelerymon.cli import (
+    control,
+    demo,
+    events,
+    inspect,
+    purge,
+    queues,
+    result,
+    serve,
+    shell,
+    status,
+)
 from aiocelerymon.cli._common import (
     EX_FAILURE,
     EX_OK,
@@ -82,6 +95,8 @@ VERBS: tuple[Verb, ...] = (
     queues.VERB,
     purge.VERB,
     serve.VERB,
+    result.VERB,
+    shell.VERB,
     demo.VERB,
 )
 _BY_NAME = {verb.name: verb for verb in VERBS}
@@ -117,7 +132,9 @@ def _top_parser(prog: str) -> _Parser:
         metavar="KEY=VALUE",
         help="Broker transport option; VALUE is read as JSON when it parses. Repeatable.",
     )
-    group.add_argument("--result-backend", metavar="URL", help="Accepted for compatibility.")
+    group.add_argument(
+        "--result-backend", metavar="URL", help="Result backend URL (overrides the app's)."
+    )
     group.add_argument("--loader", metavar="NAME", help="Celery loader used to import the app.")
     group.add_argument(
         "--config", metavar="MODULE", help="Configuration module for the app (via env)."

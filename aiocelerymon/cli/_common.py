@@ -121,6 +121,11 @@ class Invocation:
     timeout: float = DEFAULT_TIMEOUT
     destination: list[str] | None = None
     json: bool = False
+    #: inspect/control/status: one JSON line per reply, as it arrives.
+    jsonl: bool = False
+    #: inspect/control/status: address the nodes whose names match (Celery's pattern/matcher).
+    pattern: str | None = None
+    matcher: str | None = None
     list: bool = False
     dump: bool = False
     camera: str | None = None
@@ -136,6 +141,11 @@ class Invocation:
     watch: float | None = None
     count: int | None = None
     rate: float = 4.0
+    #: result: the task id, -t/--task, --traceback, --wait.
+    task_id: str | None = None
+    task: str | None = None
+    traceback: bool = False
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from typing import Any
 
 from aiocelerymon.cli._common import (
@@ -20,6 +22,7 @@ from aiocelerymon.cli._common import (
 )
 from aiocelerymon.cli._output import Output
 from aiocelerymon.client import Client
+from aiocelerymon.control._control import Replies, _matches
 from aiocelerymon.control.commands import (
     ArgumentError,
     CommandKind,
@@ -51,7 +54,23 @@ def _remote_parser(prog: str, subcommand: str, description: str) -> _Parser:
         help="Comma-separated node names to address; the rest ignore the request.",
     )
     group.add_argument(
+        "-p",
+        "--pattern",
+        metavar="PATTERN",
+        help="Address the nodes whose names match PATTERN (see --matcher); with -d, both apply.",
+    )
+    group.add_argument(
+        "--matcher",
+        choices=MATCHERS,
+        help="How --pattern matches node names: glob (fnmatch, the default) or pcre (re.match).",
+    )
+    group.add_argument(
         "-j", "--json", action="store_true", default=None, help="Print the answers as JSON."
+    )
+    group.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="Print one JSON object per answer, {node: answer}, as each arrives.",
     )
     if takes_command:
         group.add_argument(
@@ -62,6 +81,33 @@ def _remote_parser(prog: str, subcommand: str, description: str) -> _Parser:
         parser.add_argument("command", nargs="?", help=argparse.SUPPRESS)
         parser.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     return parser
+
+
+#: kombu.matcher's two built-in matchers, which Celery workers apply to ``pattern``.
+MATCHERS = ("glob", "pcre")
+
+
+def _targeting(sns: argparse.Namespace, sub: _Parser) -> tuple[str | None, str | None]:
+    """``(pattern, matcher)``: kombu's default matcher is glob; a bad regex is a usage error."""
+    pattern, matcher = sns.pattern, sns.matcher
+    if pattern is None:
+        if matcher is not None:
+            raise UsageError("--matcher needs --pattern.", sub.usage, sub.help_command)
+        return None, None
+    if not pattern:
+        raise UsageError("--pattern must not be empty.", sub.usage, sub.help_command)
+    matcher = matcher or "glob"
+    if matcher == "pcre":
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(
+                f"Invalid value for '-p' / '--pattern': {pattern!r} is not a valid regular "
+                f"expression ({exc}).",
+                sub.usage,
+                sub.help_command,
+            ) from None
+    return pattern, matcher
 
 
 def _split_destination(value: str | None) -> list[str] | None:
@@ -80,6 +126,9 @@ def _remote_invocation(ns: argparse.Namespace, sns: argparse.Namespace, sub: _Pa
             sub.usage,
             sub.help_command,
         ) from None
+    pattern, matcher = _targeting(sns, sub)
+    if sns.jsonl and sns.json:
+        raise UsageError("--json and --jsonl exclude each other.", sub.usage, sub.help_command)
     invocation = Invocation(
         subcommand=ns.subcommand,
         app=ns.app or _env("APP", "CELERY_APP"),
@@ -96,6 +145,9 @@ def _remote_invocation(ns: argparse.Namespace, sns: argparse.Namespace, sub: _Pa
             sns.destination if sns.destination is not None else _env(prefix + "DESTINATION")
         ),
         json=bool(sns.json) or _env_flag("'-j' / '--json'", prefix + "JSON"),
+        jsonl=bool(sns.jsonl),
+        pattern=pattern,
+        matcher=matcher,
         list=bool(getattr(sns, "list", False)),
     )
     return invocation
@@ -106,18 +158,39 @@ async def _collect(
 ) -> int:
     kind = invocation.subcommand
     show_body = kind != "status"
-    callback = None if invocation.json else (lambda reply: out.reply(reply, show_body))
+    pattern, matcher = invocation.pattern, invocation.matcher
     command = "ping" if kind == "status" else invocation.command
     assert command is not None
-    replies = await client.control.broadcast(
+    accepted = Replies()
+
+    def on_reply(reply: dict[str, Any]) -> None:
+        # Celery's Inspect filters replies by the pattern again (app/control.py), so a node
+        # that ignores it is not shown either.
+        if pattern and matcher:
+            reply = {n: v for n, v in reply.items() if _matches(n, pattern, matcher)}
+            if not reply:
+                return
+        accepted.append(reply)
+        if invocation.jsonl:
+            out.echo(json.dumps(reply))
+        elif not invocation.json:
+            out.reply(reply, show_body)
+
+    await client.control.broadcast(
         command,
         arguments,
         destination=invocation.destination,
         reply=True,
         timeout=invocation.timeout,
-        callback=callback,
+        callback=on_reply,
+        pattern=pattern,
+        matcher=matcher,
     )
-    assert replies is not None
+    replies = accepted
+    if invocation.jsonl:
+        if not replies:
+            raise CommandError("No nodes replied within time constraint")
+        return EX_OK
     if kind == "control":
         if not replies:
             raise CommandError("No nodes replied within time constraint")

@@ -1,8 +1,9 @@
 """The pytest plugin (entry point ``pytest11``): real brokers and Celery workers as fixtures.
 
-Session-scoped servers (``redis_server``, ``rabbit_server``), an isolated namespace per test
-(``redis_url`` / ``rabbitmq_url``: a fresh Redis database, a fresh RabbitMQ vhost), the same
-on both brokers (``aiocelerymon_broker``, parametrized), a client bound to it
+Session-scoped servers (``redis_server``, ``rabbit_server``, ``postgres_server``), an isolated
+namespace per test (``redis_url`` / ``rabbitmq_url`` / ``postgres_url``: a fresh Redis
+database, RabbitMQ vhost, PostgreSQL database), the same on both brokers
+(``aiocelerymon_broker``, parametrized), a client bound to it
 (``aiocelerymon_client``) and real workers of your app (``celery_worker_process``). Loaded
 automatically once aiocelerymon is installed; ``pip install aiocelerymon[testing]`` brings
 pytest-asyncio and testcontainers. Broker resolution: see :mod:`aiocelerymon.testing.brokers`.
@@ -20,7 +21,7 @@ from typing import Protocol
 import pytest
 
 from aiocelerymon.client import Client
-from aiocelerymon.testing import brokers
+from aiocelerymon.testing import brokers, postgres
 from aiocelerymon.testing.helpers import DEFAULT_TIMEOUT, wait_for_workers
 from aiocelerymon.testing.worker import CeleryWorker, start_celery_worker
 from aiocelerymon.wire import names
@@ -35,6 +36,8 @@ _FIXTURE_MARKERS = {
     "rabbitmq_namespace": ("integration", "amqp"),
     "rabbitmq_url": ("integration", "amqp"),
     "amqp_url": ("integration", "amqp"),
+    "postgres_server": ("integration",),
+    "postgres_url": ("integration",),
 }
 _BROKER_MARKERS = {"redis": ("integration", "redis"), "rabbitmq": ("integration", "amqp")}
 _WORKERS = pytest.StashKey[list[CeleryWorker]]()
@@ -82,6 +85,21 @@ def rabbit_server() -> Iterator[brokers.RabbitServer]:
     """A RabbitMQ server for the whole session (skipped locally / failed in CI if none)."""
     with brokers.rabbit_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    """A PostgreSQL server for the whole session (skipped locally / failed in CI if none)."""
+    with postgres.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: postgres.PostgresServer) -> Iterator[str]:
+    """URL (``postgresql://...``) of a fresh database for this test, dropped afterwards."""
+    url = postgres_server.database()
+    yield url
+    postgres_server.drop(url)
 
 
 @pytest.fixture
