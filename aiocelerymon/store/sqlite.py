@@ -1,0 +1,171 @@
+"""The embedded store: one SQLite file (aiosqlite: the driver runs in its own thread).
+
+WAL journal (readers never wait for the writer), ``synchronous=NORMAL`` (a power cut may lose
+the last batch, never corrupt the file), foreign keys on (a task's events go with it). Search
+is an FTS5 table with the trigram tokenizer: it finds any substring of three characters or
+more, case-insensitively, which is exactly Flower's search semantics, with an index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiocelerymon.store._base import SEARCH_COLUMNS
+from aiocelerymon.store._sql import SQLStore, escape_like
+
+__all__ = ["SQLiteStore"]
+
+_FTS_COLUMNS = ", ".join(SEARCH_COLUMNS)
+_NEW = ", ".join(f"new.{c}" for c in SEARCH_COLUMNS)
+_OLD = ", ".join(f"old.{c}" for c in SEARCH_COLUMNS)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    name TEXT, state TEXT, worker TEXT,
+    received REAL, started REAL, timestamp REAL,
+    args TEXT, kwargs TEXT, result TEXT, exception TEXT, traceback TEXT,
+    data TEXT NOT NULL,
+    UNIQUE (cluster, uuid)
+);
+CREATE INDEX IF NOT EXISTS tasks_timestamp ON tasks (cluster, timestamp);
+CREATE INDEX IF NOT EXISTS tasks_name ON tasks (cluster, lower(name));
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (cluster, lower(state));
+CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (cluster, lower(worker));
+CREATE INDEX IF NOT EXISTS tasks_received ON tasks (cluster, received);
+CREATE INDEX IF NOT EXISTS tasks_started ON tasks (cluster, started);
+CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
+    {_FTS_COLUMNS}, content='tasks', content_rowid='id', tokenize='trigram'
+);
+CREATE TRIGGER IF NOT EXISTS tasks_fts_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (new.id, {_NEW});
+END;
+CREATE TRIGGER IF NOT EXISTS tasks_fts_delete AFTER DELETE ON tasks BEGIN
+    INSERT INTO tasks_fts (tasks_fts, rowid, {_FTS_COLUMNS}) VALUES ('delete', old.id, {_OLD});
+END;
+CREATE TRIGGER IF NOT EXISTS tasks_fts_update AFTER UPDATE ON tasks BEGIN
+    INSERT INTO tasks_fts (tasks_fts, rowid, {_FTS_COLUMNS}) VALUES ('delete', old.id, {_OLD});
+    INSERT INTO tasks_fts (rowid, {_FTS_COLUMNS}) VALUES (new.id, {_NEW});
+END;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    type TEXT NOT NULL,
+    timestamp REAL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_task ON events (task_id, id);
+CREATE TABLE IF NOT EXISTS workers (
+    cluster TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    timestamp REAL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (cluster, hostname)
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    start_at REAL NOT NULL,
+    end_at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gaps_cluster ON gaps (cluster, start_at);
+CREATE TABLE IF NOT EXISTS meta (
+    cluster TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (cluster, key)
+);
+"""
+
+
+def _fts_phrase(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+class SQLiteStore(SQLStore):
+    """Task history in the SQLite file ``path`` (``":memory:"``: a private in-memory one)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        self.busy_timeout = busy_timeout
+        self._db: Any = None
+        self._lock = asyncio.Lock()  # one connection: one transaction at a time
+
+    async def open(self) -> None:
+        try:
+            import aiosqlite
+        except ImportError as exc:  # pragma: no cover - the sqlite extra
+            raise RuntimeError(
+                "the SQLite store needs aiosqlite: pip install 'aiocelerymon[sqlite]'"
+            ) from exc
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None
+        )
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.executescript(SCHEMA)
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    def _conn(self) -> Any:
+        if self._db is None:
+            raise RuntimeError(f"the store {self.url} is not open")
+        return self._db
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        await self._conn().execute(sql, tuple(params))
+
+    async def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn().executemany(sql, rows)
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        async with self._conn().execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _delete_count(self, sql: str, params: Sequence[Any]) -> int:
+        async with self._conn().execute(sql, tuple(params)) as cursor:
+            return int(cursor.rowcount)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        db = self._conn()
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    def _text_term(self, field: str | None, value: str) -> tuple[str, list[Any]]:
+        phrase = _fts_phrase(value)
+        if len(value) < 3:  # below a trigram: the index cannot answer, LIKE can
+            columns = [field] if field else list(SEARCH_COLUMNS)
+            like = " OR ".join(f"lower({c}) LIKE ? ESCAPE '\\'" for c in columns)
+            return f"({like})", [f"%{escape_like(value)}%"] * len(columns)
+        query = f"{{{field}}} : {phrase}" if field else phrase
+        return "id IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)", [query]
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.path}>"
