@@ -47,6 +47,9 @@ WORKER_FIELDS = ("hostname", "pid", "freq", "clock", "active", "processed", "loa
                  "sw_ident", "sw_ver", "sw_sys")  # fmt: skip
 #: Event keys not worth a copy in the timeline (the task row has them, or they are routing).
 _EVENT_SKIP = frozenset({"uuid", "local_received"})
+#: Seconds between "still alive" marks while idle: a restart records the time since the last
+#: mark as a gap (so a gap starts at most this long before the real stop).
+ALIVE_INTERVAL = 5.0
 
 
 def task_record(cluster: str, task: Any, limit: int = DEFAULT_FIELD_LIMIT) -> TaskRecord:
@@ -188,6 +191,9 @@ class HistoryWriter:
         self.coalesced = self.dropped_tasks = self.dropped_events = 0
         self.write_errors = self.pruned = 0
         self.last_write: float | None = None
+        self._inflight = 0
+        self._stopping = False
+        self._alive_at = 0.0
 
     # -- the ingestion path ------------------------------------------------------------------
 
@@ -209,6 +215,9 @@ class HistoryWriter:
                 return
             else:
                 pending[uuid] = task
+            worker = task.worker  # task events create and refresh workers too
+            if worker is not None:
+                self._workers[worker.hostname] = worker
             if len(self._events) < self.max_pending_events:
                 self._events.append(event)
             else:
@@ -244,11 +253,14 @@ class HistoryWriter:
     # -- the background ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
             self._wake.clear()
+            idle = not (self._tasks or self._workers or self._events)
+            if idle and time.time() - self._alive_at < ALIVE_INTERVAL:
+                continue
             try:
                 await self.flush()
             except Exception as exc:  # counted; the rows stay pending and are retried
@@ -259,6 +271,7 @@ class HistoryWriter:
 
     async def flush(self) -> None:
         """Write everything pending now, ``batch_size`` rows per transaction."""
+        self._inflight += 1
         tasks, self._tasks = self._tasks, {}
         workers, self._workers = self._workers, {}
         events, self._events = self._events, deque()
@@ -276,6 +289,7 @@ class HistoryWriter:
                     workers=[_worker_record(cluster, w) for w in workers.values()],
                     alive=(cluster, time.time()),
                 )
+                self._alive_at = batch.alive[1] if batch.alive else self._alive_at
                 for uuid, _ in chunk:
                     for event in timeline.get(str(uuid), ()):
                         batch.events.append(_event_record(cluster, event, limit))
@@ -304,6 +318,7 @@ class HistoryWriter:
             self.dropped_events += max(len(left) - room, 0)
             raise
         finally:
+            self._inflight -= 1
             self._flushed.set()
 
     async def prune(self) -> int:
@@ -326,7 +341,7 @@ class HistoryWriter:
     async def wait_flushed(self, timeout: float = 10.0) -> None:
         """Wait until nothing is pending (for tests and shutdown)."""
         async with asyncio.timeout(timeout):
-            while self._tasks or self._events or self._workers:
+            while self._tasks or self._events or self._workers or self._inflight:
                 self._flushed.clear()
                 self._wake.set()
                 await self._flushed.wait()
@@ -337,7 +352,7 @@ class HistoryWriter:
         """Record the downtime since the last run as a gap, then listen and write."""
         last = await self.store.last_alive(self.cluster)
         now = time.time()
-        if last is not None and now - last > self.interval:
+        if last is not None and now - last > max(self.interval, ALIVE_INTERVAL) * 2:
             await self.store.add_gap(Gap(self.cluster, last, now, "downtime"))
         self._remove_listener = self.monitor.add_listener(self.on_event)
         loop = asyncio.get_running_loop()
@@ -349,17 +364,27 @@ class HistoryWriter:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
-        for task in (self._pruner, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._task = self._pruner = None
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pruner
         try:
             async with asyncio.timeout(timeout):
+                # The loop ends after the write it is in (a cancelled write would be redone).
+                self._stopping = True
+                self._wake.set()
+                if self._task is not None:
+                    with contextlib.suppress(Exception):
+                        await self._task
                 await self.flush()
         except Exception as exc:
             log.warning("task history: %d tasks not written at exit: %s", len(self._tasks), exc)
+        finally:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+            self._task = self._pruner = None
 
 
 def warm_state(
