@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aiocelerymon.events import State
 from aiocelerymon.store import (
     DEFAULT_FIELD_LIMIT,
     Batch,
@@ -35,10 +36,9 @@ from aiocelerymon.store import (
 from aiocelerymon.store._base import TEXT_FIELDS
 
 if TYPE_CHECKING:
-    from aiocelerymon.events import State
     from aiocelerymon.pipeline.monitor import Monitor
 
-__all__ = ["HistoryStats", "HistoryWriter", "task_record", "warm_state"]
+__all__ = ["History", "HistoryStats", "HistoryWriter", "StoredTask", "task_record", "warm_state"]
 
 log = logging.getLogger("aiocelerymon.store")
 
@@ -424,3 +424,43 @@ def warm_state(
         loaded += 1
     state.rebuild_taskheap()
     return loaded
+
+
+class StoredTask:
+    """A stored task read back, with a State ``Task``'s attributes (what the API reads)."""
+
+    __slots__ = ("_fields", "uuid")
+
+    def __init__(self, record: TaskRecord) -> None:
+        self.uuid = record.uuid
+        self._fields = record.fields
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._fields.get(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``Task.as_dict()``'s keys and order (the worker is its hostname)."""
+        fields = self._fields
+        out = {key: fields.get(key) for key in State.Task._fields}
+        out["uuid"] = self.uuid
+        out["children"] = list(fields.get("children") or ())
+        return out
+
+    def __repr__(self) -> str:
+        return f"<StoredTask: {self.name}({self.uuid}) {self.state}>"
+
+
+@dataclass
+class History:
+    """A Monitor's task history: the store, the cluster name its rows carry, the writer."""
+
+    store: Store
+    cluster: str
+    writer: HistoryWriter | None = None
+    #: Tasks loaded into the State from the store at start.
+    warmed: int = 0
+
+    def pending(self) -> list[Any]:
+        return self.writer.pending_tasks if self.writer is not None else []

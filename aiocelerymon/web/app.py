@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from aiocelerymon.pipeline import Monitor
+    from aiocelerymon.pipeline.history import History
 
 __all__ = ["WebContext", "create_app"]
 
@@ -57,6 +58,9 @@ class WebContext:
     #: Events queued per push connection before it is told it lagged.
     push_queue_size: int = 1000
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Task history (``aiocelerymon.pipeline.history.History``): routes read tasks no longer
+    #: in memory from its store.
+    history: History | None = None
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -87,6 +91,7 @@ def create_app(
     push_queue_size: int = 1000,
     metrics: ASGIApp | None = None,
     routes: Sequence[BaseRoute] = (),
+    history: History | None = None,
 ) -> Starlette:
     """The web monitor's ASGI app, reading ``monitor``.
 
@@ -97,6 +102,8 @@ def create_app(
         inspect_timeout: total deadline of inspect and control calls, seconds.
         metrics: an ASGI app mounted at ``/metrics`` (``aiocelerymon.metrics``).
         routes: more routes, served next to the API (the page of part 2).
+        history: the task history (store, cluster, writer): ``/api/tasks`` and
+            ``/api/task/info`` also answer from it for tasks no longer in memory.
 
     When served directly, the app's lifespan starts ``monitor`` (unless already running),
     inspects the workers once as Flower does at start, and closes what it started.
@@ -114,6 +121,7 @@ def create_app(
         url_prefix=prefix,
         default_queues=tuple(default_queues),
         push_queue_size=push_queue_size,
+        history=history,
     )
     inner: list[BaseRoute] = [
         Route("/healthcheck", healthcheck, methods=["GET"]),
