@@ -48,7 +48,8 @@ WORKER_FIELDS = ("hostname", "pid", "freq", "clock", "active", "processed", "loa
 #: Event keys not worth a copy in the timeline (the task row has them, or they are routing).
 _EVENT_SKIP = frozenset({"uuid", "local_received"})
 #: Seconds between "still alive" marks while idle: a restart records the time since the last
-#: mark as a gap (so a gap starts at most this long before the real stop).
+#: mark as a gap (so a gap starts at most this long before the real stop; a clean stop marks
+#: its own end).
 ALIVE_INTERVAL = 5.0
 
 
@@ -352,7 +353,8 @@ class HistoryWriter:
         """Record the downtime since the last run as a gap, then listen and write."""
         last = await self.store.last_alive(self.cluster)
         now = time.time()
-        if last is not None and now - last > max(self.interval, ALIVE_INTERVAL) * 2:
+        # Events sent between the last run's last mark and now were missed, however short.
+        if last is not None and now > last:
             await self.store.add_gap(Gap(self.cluster, last, now, "downtime"))
         self._remove_listener = self.monitor.add_listener(self.on_event)
         loop = asyncio.get_running_loop()
@@ -387,17 +389,16 @@ class HistoryWriter:
             self._task = self._pruner = None
 
 
-def warm_state(
-    state: State, tasks: list[TaskRecord], workers: list[WorkerRecord]
-) -> int:
+def warm_state(state: State, tasks: list[TaskRecord], workers: list[WorkerRecord]) -> int:
     """Load stored rows into ``state`` (which should be empty): workers, then ``tasks`` given
     newest first, as if their events had arrived oldest first. Returns the tasks loaded."""
-    for record in workers:
-        fields = {k: v for k, v in record.fields.items() if k in WORKER_FIELDS}
-        fields.pop("hostname", None)
-        beat = record.fields.get("heartbeat")
-        worker = state.Worker(record.hostname, heartbeats=[beat] if beat else [], **fields)
-        state.workers[record.hostname] = worker
+    for stored in workers:
+        kept = {k: v for k, v in stored.fields.items() if k in WORKER_FIELDS}
+        kept.pop("hostname", None)
+        beat = stored.fields.get("heartbeat")
+        state.workers[stored.hostname] = state.Worker(
+            stored.hostname, heartbeats=[beat] if beat else [], **kept
+        )
     loaded = 0
     skip = {"uuid", "worker", "children", "root", "parent"}
     for record in reversed(tasks[: state.max_tasks_in_memory or None]):

@@ -339,4 +339,3 @@ def _task_record(cluster: str, row: Sequence[Any]) -> TaskRecord:
     for i, name in enumerate(COLUMNS, start=1):
         fields[name] = row[i]
     return TaskRecord(cluster, row[0], fields)
-

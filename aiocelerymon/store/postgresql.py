@@ -135,9 +135,7 @@ class PostgreSQLStore(SQLStore):
             raise RuntimeError(
                 "the PostgreSQL store needs asyncpg: pip install 'aiocelerymon[postgresql]'"
             ) from exc
-        pool = await asyncpg.create_pool(
-            self._dsn, min_size=self.min_size, max_size=self.max_size
-        )
+        pool = await asyncpg.create_pool(self._dsn, min_size=self.min_size, max_size=self.max_size)
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")

@@ -86,6 +86,10 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+def _make_parent(path: str) -> None:
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
 def _fts_phrase(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
@@ -108,10 +112,8 @@ class SQLiteStore(SQLStore):
                 "the SQLite store needs aiosqlite: pip install 'aiocelerymon[sqlite]'"
             ) from exc
         if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None
-        )
+            await asyncio.to_thread(_make_parent, self.path)
+        db = await aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")

@@ -4,8 +4,10 @@ The query language is Flower's (flower/utils/search.py): terms are AND-ed, ``OR`
 parentheses group, ``"quoted phrases"`` keep spaces, ``field:value`` narrows a term to one of
 ``name state worker args kwargs result exception`` (``state`` exact, ``kwargs:key=value`` an exact
 pair, the rest case-insensitive substrings of at least 3 characters); free terms match the
-uuid and the exception too (the exception is ours: Flower does not search it). Flower keeps an inverted index updated per event; here a query scans the State's
-tasks once (≈100k dictionary reads), which keeps ingestion free of any indexing cost.
+uuid and the exception too (the exception is ours: Flower does not search it). Flower keeps
+an inverted index updated per event; here a query scans the State's tasks once (≈100k
+dictionary reads), which keeps ingestion free of any indexing cost. With task history on, the
+store answers the same query in SQL for the tasks no longer in memory.
 """
 
 from __future__ import annotations

@@ -193,9 +193,7 @@ class StoreContract:
 
     async def test_retention_by_age_and_count(self, store: Store) -> None:
         now = time.time()
-        await store.write(
-            Batch(tasks=[task(f"t{i}", timestamp=now - 100 * i) for i in range(10)])
-        )
+        await store.write(Batch(tasks=[task(f"t{i}", timestamp=now - 100 * i) for i in range(10)]))
         await store.write(Batch(tasks=[task("other", cluster=OTHER, timestamp=now - 10_000)]))
         assert await store.prune(C, before=now - 450) == 5  # t5..t9
         assert await store.prune(C, keep=3) == 2  # t3, t4
@@ -211,8 +209,6 @@ class StoreContract:
             await store.query_tasks(TaskFilter(cluster=C, search=("term", "data; --", "x")))
 
     async def test_big_batch(self, store: Store) -> None:
-        await store.write(
-            Batch(tasks=[task(f"t{i}", timestamp=T0 + i) for i in range(3000)])
-        )
+        await store.write(Batch(tasks=[task(f"t{i}", timestamp=T0 + i) for i in range(3000)]))
         assert await store.count_tasks(C) == 3000
         assert ids(await store.query_tasks(q(limit=2))) == ["t2999", "t2998"]

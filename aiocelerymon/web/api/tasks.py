@@ -11,11 +11,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aiocelerymon.exceptions import AiocelerymonError
+from aiocelerymon.pipeline.history import StoredTask
+from aiocelerymon.store import TaskFilter
 from aiocelerymon.web._http import JSON, Arguments, error
 from aiocelerymon.web.api._common import context, path_param
 from aiocelerymon.web.audit import audit_log
-from aiocelerymon.pipeline.history import StoredTask
-from aiocelerymon.store import TaskFilter
 from aiocelerymon.web.search import QuerySyntaxError, TaskQuery, parse_query, parse_time
 
 #: ``send-task`` body options (Celery's ``send_task`` keywords we carry on the wire).

@@ -189,9 +189,7 @@ async def test_warm_state_restores_tasks_workers_and_types(client, store):
         await monitor.wait_for(lambda: len(monitor.state.tasks) == 5, DEADLINE)
         await writer.aclose()
     state = State(max_tasks_in_memory=3)
-    loaded = warm_state(
-        state, await store.recent_tasks(CLUSTER, 3), await store.workers(CLUSTER)
-    )
+    loaded = warm_state(state, await store.recent_tasks(CLUSTER, 3), await store.workers(CLUSTER))
     assert loaded == 3
     assert set(state.tasks.data) == {"t2", "t3", "t4"}
     failed = state.tasks["t2"]

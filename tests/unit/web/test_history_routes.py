@@ -56,7 +56,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[Any, Monitor, History]]:
 
 
 async def test_tasks_merge_memory_and_store(setup):
-    http, monitor, history = setup
+    http, monitor, _ = setup
     body = (await http.get("/api/tasks")).json()
     assert list(body) == ["live-1", "old-5", "old-4", "old-3", "old-2", "old-1", "old-0"]
     assert body["live-1"]["state"] == "RECEIVED" and body["live-1"]["worker"] == "w1@h"
@@ -78,7 +78,7 @@ async def test_tasks_merge_memory_and_store(setup):
 
 
 async def test_task_info_and_timeline_from_the_store(setup):
-    http, monitor, history = setup
+    http, _, history = setup
     info = await http.get("/api/task/info/old-3")
     assert info.status_code == 200
     assert info.json()["exception"] == "KeyError('gone')"
@@ -94,11 +94,10 @@ async def test_task_info_and_timeline_from_the_store(setup):
 
 
 async def test_without_history_nothing_changes():
-    async with aiocelerymon.Client(f"memory://web-nohist-{uuid.uuid4().hex}") as client:
-        async with Monitor(client) as monitor:
-            app = create_app(monitor)
-            transport = httpx2.ASGITransport(app=app)
-            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
-                assert (await http.get("/api/tasks")).json() == {}
-                assert (await http.get("/api/history")).json() == {"store": None}
-                assert (await http.get("/api/task/events/x")).status_code == 404
+    url = f"memory://web-nohist-{uuid.uuid4().hex}"
+    async with aiocelerymon.Client(url) as client, Monitor(client) as monitor:
+        transport = httpx2.ASGITransport(app=create_app(monitor))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+            assert (await http.get("/api/tasks")).json() == {}
+            assert (await http.get("/api/history")).json() == {"store": None}
+            assert (await http.get("/api/task/events/x")).status_code == 404
