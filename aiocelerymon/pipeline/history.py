@@ -54,8 +54,8 @@ ALIVE_INTERVAL = 5.0
 
 
 def task_record(cluster: str, task: Any, limit: int = DEFAULT_FIELD_LIMIT) -> TaskRecord:
-    """The row of ``task`` (a State ``Task``): every field of ``as_dict()``, JSON-safe, the
-    large text fields truncated at ``limit`` characters."""
+    """The row of ``task`` (a State ``Task``): every field of ``as_dict()``, the large text
+    fields truncated at ``limit`` characters."""
     fields = task.as_dict()
     worker = fields.get("worker")
     if worker is not None:
@@ -67,7 +67,8 @@ def task_record(cluster: str, task: Any, limit: int = DEFAULT_FIELD_LIMIT) -> Ta
         for key, value in extra.items():
             if key not in fields and not key.startswith("_") and key not in _EVENT_SKIP:
                 fields[key] = value
-    return TaskRecord(cluster, str(task.uuid), jsonable(fields))
+    # Not walked here: the adapter's JSON encoder (orjson, C) renders odd values as text.
+    return TaskRecord(cluster, str(task.uuid), fields)
 
 
 def _event_record(cluster: str, event: dict[str, Any], limit: int) -> EventRecord:
@@ -195,11 +196,24 @@ class HistoryWriter:
         self._inflight = 0
         self._stopping = False
         self._alive_at = 0.0
+        self._gaps: list[Gap] = []
+        self._reconnects = monitor.receiver.gaps
+        self._seen_at: float | None = None
 
     # -- the ingestion path ------------------------------------------------------------------
 
     def on_event(self, event: dict[str, Any], state: State) -> None:
         """The listener: mark the task or worker dirty; O(1), never awaits."""
+        received = event.get("local_received")
+        reconnects = self.monitor.receiver.gaps
+        if reconnects != self._reconnects:
+            # The subscription was re-established: events between the last one seen before
+            # and this one were published while nobody listened.
+            self._reconnects = reconnects
+            if self._seen_at is not None and isinstance(received, (int, float)):
+                self._gaps.append(Gap(self.cluster, self._seen_at, float(received), "reconnect"))
+        if isinstance(received, (int, float)):
+            self._seen_at = float(received)
         kind = event.get("type")
         if not isinstance(kind, str):
             return
@@ -259,7 +273,7 @@ class HistoryWriter:
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
             self._wake.clear()
-            idle = not (self._tasks or self._workers or self._events)
+            idle = not (self._tasks or self._workers or self._events or self._gaps)
             if idle and time.time() - self._alive_at < ALIVE_INTERVAL:
                 continue
             try:
@@ -276,6 +290,7 @@ class HistoryWriter:
         tasks, self._tasks = self._tasks, {}
         workers, self._workers = self._workers, {}
         events, self._events = self._events, deque()
+        gaps, self._gaps = self._gaps, []
         cluster, limit = self.cluster, self.field_limit
         items = list(tasks.items())
         timeline: dict[str, list[dict[str, Any]]] = {}
@@ -288,6 +303,7 @@ class HistoryWriter:
                 batch = Batch(
                     tasks=[task_record(cluster, task, limit) for _, task in chunk],
                     workers=[_worker_record(cluster, w) for w in workers.values()],
+                    gaps=gaps,
                     alive=(cluster, time.time()),
                 )
                 self._alive_at = batch.alive[1] if batch.alive else self._alive_at
@@ -298,7 +314,7 @@ class HistoryWriter:
                 del items[: len(chunk)]
                 for uuid, _ in chunk:
                     timeline.pop(str(uuid), None)
-                workers = {}
+                workers, gaps = {}, []
                 self.tasks_written += len(batch.tasks)
                 self.workers_written += len(batch.workers)
                 self.events_written += len(batch.events)
@@ -313,6 +329,7 @@ class HistoryWriter:
                 self._tasks.setdefault(uuid, task)
             for host, worker in workers.items():
                 self._workers.setdefault(host, worker)
+            self._gaps[:0] = gaps
             left = [event for group in timeline.values() for event in group]
             room = max(self.max_pending_events - len(self._events), 0)
             self._events.extendleft(reversed(left[:room]))

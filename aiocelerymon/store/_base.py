@@ -72,7 +72,8 @@ def jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    """JSON text; what JSON cannot carry (sets, objects, bytes) as its ``str``."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def loads(raw: str | bytes | None) -> Any:
@@ -151,11 +152,12 @@ class Batch:
     tasks: list[TaskRecord] = field(default_factory=list)
     workers: list[WorkerRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
     #: ``(cluster, time.time())``: the writer was alive then (restarts turn it into a gap).
     alive: tuple[str, float] | None = None
 
     def __len__(self) -> int:
-        return len(self.tasks) + len(self.workers) + len(self.events)
+        return len(self.tasks) + len(self.workers) + len(self.events) + len(self.gaps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,7 @@ class SQLStore:
     async def write(self, batch: Batch) -> None:
         async with self._transaction():
             if batch.tasks:
-                await self._executemany(self._upsert_task, [_task_row(t) for t in batch.tasks])
+                await self._write_tasks([_task_row(t) for t in batch.tasks])
             if batch.workers:
                 await self._executemany(
                     self._upsert_worker,
@@ -141,15 +141,18 @@ class SQLStore:
                         for e in batch.events
                     ],
                 )
+            if batch.gaps:
+                await self._executemany(
+                    self._insert_gap, [(g.cluster, g.start, g.end, g.reason) for g in batch.gaps]
+                )
             if batch.alive is not None:
                 await self._execute(self._upsert_meta, (batch.alive[0], "alive", batch.alive[1]))
 
+    _insert_gap = "INSERT INTO gaps (cluster, start_at, end_at, reason) VALUES (?, ?, ?, ?)"
+
     async def add_gap(self, gap: Gap) -> None:
         async with self._transaction():
-            await self._execute(
-                "INSERT INTO gaps (cluster, start_at, end_at, reason) VALUES (?, ?, ?, ?)",
-                (gap.cluster, gap.start, gap.end, gap.reason),
-            )
+            await self._execute(self._insert_gap, (gap.cluster, gap.start, gap.end, gap.reason))
 
     async def prune(
         self, cluster: str, *, before: float | None = None, keep: int | None = None
@@ -157,13 +160,13 @@ class SQLStore:
         deleted = 0
         async with self._transaction():
             if before is not None:
-                deleted += await self._delete_count(
-                    "DELETE FROM tasks WHERE cluster = ? AND timestamp < ?", (cluster, before)
+                deleted += await self._delete_tasks(
+                    "SELECT id FROM tasks WHERE cluster = ? AND timestamp < ?", (cluster, before)
                 )
             if keep is not None:
-                deleted += await self._delete_count(
-                    "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE cluster = ? "
-                    f"ORDER BY timestamp DESC, id DESC {self._no_limit}OFFSET ?)",
+                deleted += await self._delete_tasks(
+                    "SELECT id FROM tasks WHERE cluster = ? "
+                    f"ORDER BY timestamp DESC, id DESC {self._no_limit}OFFSET ?",
                     (cluster, max(keep, 0)),
                 )
         return deleted
@@ -171,7 +174,12 @@ class SQLStore:
     #: How the dialect says "no limit" before an OFFSET.
     _no_limit = "LIMIT -1 "
 
-    async def _delete_count(self, sql: str, params: Sequence[Any]) -> int:
+    async def _write_tasks(self, rows: list[tuple[Any, ...]]) -> None:
+        """Upsert task rows (``_task_row``'s layout), inside the write's transaction."""
+        await self._executemany(self._upsert_task, rows)
+
+    async def _delete_tasks(self, select_ids: str, params: Sequence[Any]) -> int:
+        """Delete the tasks whose ids ``select_ids`` selects (their events go with them)."""
         raise NotImplementedError
 
     # -- reads -------------------------------------------------------------------------------

@@ -200,9 +200,10 @@ class PostgreSQLStore(SQLStore):
         async with self._connection() as conn:
             return [tuple(r) for r in await conn.fetch(self._prepare(sql), *params)]
 
-    async def _delete_count(self, sql: str, params: Sequence[Any]) -> int:
+    async def _delete_tasks(self, select_ids: str, params: Sequence[Any]) -> int:
+        sql = self._prepare(f"DELETE FROM tasks WHERE id IN ({select_ids})")
         async with self._connection() as conn:
-            status = await conn.execute(self._prepare(sql), *params)
+            status = await conn.execute(sql, *params)
         return int(str(status).rsplit(" ", 1)[-1])  # "DELETE 12"
 
     def _text_term(self, field: str | None, value: str) -> tuple[str, list[Any]]:

@@ -99,6 +99,8 @@ class StoreContract:
             Gap(C, T0 + 100, T0 + 101, "reconnect"), Gap(C, T0, T0 + 60, "downtime")
         ]  # fmt: skip
         assert await store.gaps(OTHER) == []
+        await store.write(Batch(gaps=[Gap(C, T0 + 300, T0 + 301, "reconnect")]))
+        assert (await store.gaps(C, limit=1)) == [Gap(C, T0 + 300, T0 + 301, "reconnect")]
 
     async def test_filters(self, store: Store) -> None:
         await store.write(

@@ -203,3 +203,21 @@ async def test_warm_state_restores_tasks_workers_and_types(client, store):
                  "timestamp": failed.timestamp + 1, "local_received": failed.timestamp + 1,
                  "clock": 99})  # fmt: skip
     assert state.tasks["t2"].state == "RETRY"
+
+
+async def test_a_reconnect_is_stored_as_a_gap(client, store):
+    async with Monitor(client) as monitor:
+        writer = HistoryWriter(monitor, store, cluster=CLUSTER, interval=0.05)
+        await writer.start()
+        await life(client, "w1@h", "before")
+        await monitor.wait_for(lambda: "before" in monitor.state.tasks, DEADLINE)
+        seen = monitor.state.tasks["before"].local_received
+        # What the receiver does when its subscription comes back (the reliability suite
+        # drives real broker restarts; here only the writer's reaction is under test).
+        monitor.receiver.gaps += 1
+        await life(client, "w1@h", "after")
+        await monitor.wait_for(lambda: "after" in monitor.state.tasks, DEADLINE)
+        await writer.aclose()
+    (gap,) = await store.gaps(CLUSTER)
+    assert gap.reason == "reconnect"
+    assert seen <= gap.start < gap.end <= monitor.state.tasks["after"].local_received
