@@ -73,7 +73,7 @@ def examples(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, ours side by side with Celery's; results go to docs/benchmarks.md."""
-    session.install("-e", ".[all]", "celery[redis]", "flower", "packaging")
+    session.install("-e", ".[all]", "celery[redis]", "flower==2.2.*", "packaging", "httpx")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

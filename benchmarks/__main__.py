@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import decode, history, ingest, inspect_latency, state
+from benchmarks import decode, history, ingest, inspect_latency, state, web
 from tests.support import brokers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +82,11 @@ def main() -> None:
         "--no-brokers", action="store_true", help="skip benchmarks that start brokers and workers"
     )
     parser.add_argument(
+        "--only",
+        choices=["web", "history"],
+        help="run only these rows and merge them into the results file (by row name)",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         metavar="JSON",
@@ -95,11 +100,22 @@ def main() -> None:
         return
     load_before = os.getloadavg()
     started = time.monotonic()
-    rows = decode.run(quick=args.quick) + state.run(quick=args.quick)
-    if not args.no_brokers:
+    if args.only == "web":
+        with brokers.redis_server() as redis:
+            rows = web.run(quick=args.quick, redis_url=redis.url)
+        if not args.quick:
+            rows = _merge(args.json, rows, web.PREFIXES)
+    elif args.only == "history":
+        rows = history.run(quick=args.quick)
+        if not args.quick:
+            rows = _merge(args.json, rows, history.PREFIXES)
+    else:
+        rows = decode.run(quick=args.quick) + state.run(quick=args.quick)
+    if not args.no_brokers and not args.only:
         with _brokers() as (redis_url, amqp_url):
             rows += ingest.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
             rows += inspect_latency.run(quick=args.quick, redis_url=redis_url, amqp_url=amqp_url)
+            rows += web.run(quick=args.quick, redis_url=redis_url)
         rows += history.run(quick=args.quick)  # starts its own PostgreSQL
     load_after = os.getloadavg()
     for r in rows:
@@ -115,7 +131,8 @@ def main() -> None:
     load = (
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
         f"({time.monotonic() - started:.0f} s{', --quick' if args.quick else ''}"
-        f"{', --no-brokers' if args.no_brokers else ''})"
+        f"{', --no-brokers' if args.no_brokers else ''}"
+        f"{f', --only {args.only}: the other rows are from the previous run' if args.only else ''})"
     )
     if args.quick:  # a smoke run: print, never overwrite the published results
         print(_table(rows))
@@ -125,6 +142,17 @@ def main() -> None:
         args.json.write_text(
             json.dumps({"machine": machine, "load": load, "results": rows}, indent=2) + "\n"
         )
+
+
+def _merge(
+    path: Path, new: list[dict[str, Any]], prefixes: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The saved rows with ``new`` in place of those of the same benchmark (or appended)."""
+    if not path.exists():
+        return new
+    saved = json.loads(path.read_text())["results"]
+    kept = [r for r in saved if not r["name"].startswith(prefixes)]
+    return kept + new
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -198,6 +226,14 @@ METHOD = """## Method
   last event is applied; *history stored*: until the last row is committed. The "Celery/kombu"
   column is the same stream with the store off. Size on disk: the SQLite file (+WAL) or the
   PostgreSQL tables with their indexes and TOAST, over the tasks stored.
+* **serve** (`benchmarks/web.py`): `aiocelerymon serve` and Flower 2.2 as subprocesses on one
+  Redis, fed the *batched* stream at once (100k tasks, 300k events). Ingest: events/s until
+  the last task shows SUCCESS in each server's `/api/task/info` (polled every 50 ms) and the
+  server process's CPU µs per event (`/proc/<pid>/stat`); ours with 10 WebSocket subscribers
+  to the whole stream, one never reading; Flower serves no push (none exists). Then
+  `GET /api/tasks` p50/p95 over 30 calls (a page of 100; and filtered by state and sorted),
+  each server's RSS, and `GET /api/workers?refresh=1` p50 with 3 real workers (Flower always
+  waits its 1 s inspect timeout; ours returns when all three answered).
 * **ping latency**: two real workers per broker; ours knows the workers (`expected=`) and
   returns when both answered, Celery's `app.control.ping(timeout=1.0)` always waits its
   timeout. Plus concurrent `inspect().ping()` calls/s on one client.

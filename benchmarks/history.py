@@ -31,6 +31,8 @@ from aiocelerymon.store.sqlite import SQLiteStore
 
 CHUNK = 1000
 CLUSTER = "bench://history"
+#: Row names of this module (``python -m benchmarks --only history`` replaces them).
+PREFIXES = ("ingest with history,", "history stored", "history size on disk")
 
 
 def _stream(tasks: int) -> list[dict[str, Any]]:

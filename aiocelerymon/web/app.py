@@ -29,6 +29,7 @@ from aiocelerymon.web import api, push
 from aiocelerymon.web._http import JSON
 from aiocelerymon.web.inspector import Inspector
 from aiocelerymon.web.openapi import openapi_document
+from aiocelerymon.web.push import FrameCache
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -40,6 +41,8 @@ __all__ = ["WebContext", "create_app"]
 
 log = logging.getLogger("aiocelerymon.web")
 
+#: The deadline of the inspection at start (capped: no worker is known to be alive yet).
+FIRST_INSPECT_TIMEOUT = 2.0
 #: Queues ``/api/queues/length`` reports before any worker listed its own (Celery's default).
 DEFAULT_QUEUES = ("celery",)
 
@@ -58,6 +61,8 @@ class WebContext:
     #: Events queued per push connection before it is told it lagged.
     push_queue_size: int = 1000
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: One serialization per event for all push connections.
+    push_frames: FrameCache = field(default_factory=FrameCache)
     #: Task history (``aiocelerymon.pipeline.history.History``): routes read tasks no longer
     #: in memory from its store.
     history: History | None = None
@@ -73,6 +78,12 @@ def normalize_prefix(prefix: str) -> str:
 
 async def healthcheck(request: Request) -> Response:
     return PlainTextResponse("OK")
+
+
+async def stats(request: Request) -> Response:
+    """The monitor's own health: events, malformed, gaps, lag, push subscribers, ..."""
+    ctx: WebContext = request.app.state.aiocelerymon
+    return JSON(ctx.monitor.stats.as_dict())
 
 
 async def openapi(request: Request) -> Response:
@@ -126,6 +137,7 @@ def create_app(
     inner: list[BaseRoute] = [
         Route("/healthcheck", healthcheck, methods=["GET"]),
         Route("/api/openapi.json", openapi, methods=["GET"]),
+        Route("/api/stats", stats, methods=["GET"]),
         *api.routes(),
         *push.routes(),
         *routes,
@@ -165,6 +177,6 @@ async def _first_inspect(ctx: WebContext) -> None:
     """Flower inspects every worker once at start (``Flower.start``: ``update_workers()``)."""
     try:
         await ctx.monitor.ready.wait()
-        await ctx.inspector.refresh()
+        await ctx.inspector.first(min(ctx.inspect_timeout, FIRST_INSPECT_TIMEOUT))
     except Exception as exc:  # the next refresh=1 tries again
         log.warning("first inspection of the workers failed: %s", exc)

@@ -60,12 +60,18 @@ class Inspector:
         if not task.cancelled() and task.exception() is not None:
             log.warning("worker inspection failed: %s", task.exception())
 
-    async def _refresh(self, workername: str | None) -> None:
+    async def first(self, timeout: float) -> None:
+        """The inspection at start (Flower's ``update_workers()``), not shared with requests:
+        nobody is known alive yet, so it cannot finish early and must not hold a
+        ``refresh=1`` up for the whole deadline."""
+        await self._refresh(None, timeout)
+
+    async def _refresh(self, workername: str | None, timeout: float | None = None) -> None:
         methods = METHODS if workername else tuple(m for m in METHODS if m not in TASK_METHODS)
         destination = [workername] if workername else None
         expected = None if workername else self.alive() or None
         inspect = self.monitor.client.control.inspect(
-            destination=destination, timeout=self.timeout, expected=expected
+            destination=destination, timeout=timeout or self.timeout, expected=expected
         )
         calls = []
         for method in methods:

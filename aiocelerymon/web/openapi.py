@@ -107,6 +107,13 @@ def openapi_document(url_prefix: str = "") -> dict[str, Any]:
                 "responses": {"200": _resp("OpenAPI 3.1", _json())},
             }
         },
+        "/api/stats": {
+            "get": {
+                "summary": "The monitor's ingestion health (not in Flower).",
+                "tags": ["meta"],
+                "responses": {"200": _resp("Counters", _json())},
+            }
+        },
         "/api/workers": {
             "get": {
                 "summary": "Workers and their last inspect replies (Flower's ListWorkers).",

@@ -46,6 +46,36 @@ RESYNC_TASKS = 100
 RESYNC_TASKS_MAX = 1000
 #: The SSE comment sent when nothing happened for this long (keeps proxies from timing out).
 SSE_KEEPALIVE = 15.0
+#: A sender gives the event loop a turn after this many frames: with a full queue neither
+#: ``get`` nor a send into a non-full socket buffer suspends, and one busy connection must
+#: not starve ingestion, other connections or keepalive pings.
+FAIR_SHARE = 32
+#: Serialized messages kept for the other connections that send the same event.
+FRAME_CACHE = 4096
+
+
+class FrameCache:
+    """One serialization per event, whatever the number of connections sending it.
+
+    Keyed by the event dict's identity (the hub hands every subscriber the same object); the
+    object is kept with its frame so a recycled ``id`` can never match.
+    """
+
+    def __init__(self, size: int = FRAME_CACHE) -> None:
+        self.size = size
+        self._frames: dict[int, tuple[dict[str, Any], bytes]] = {}
+
+    def frame(self, event: dict[str, Any], state: State) -> bytes:
+        key = id(event)
+        hit = self._frames.get(key)
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        data = dumps(_message(event, state))
+        frames = self._frames
+        if len(frames) >= self.size:
+            del frames[next(iter(frames))]  # oldest first: dicts keep insertion order
+        frames[key] = (event, data)
+        return data
 
 
 def _filter(args: Arguments) -> EventFilter:
@@ -117,14 +147,19 @@ class _Stream:
 
     async def messages(self) -> AsyncGenerator[bytes, None]:
         state = self.ctx.monitor.state
+        frames = self.ctx.push_frames
         if self.snapshot:
             yield self.resync()
+        sent = 0
         async for item in self.sub:
             if isinstance(item, Lagged):
                 yield dumps({"kind": "lagged", "missed": item.missed})
                 yield self.resync()
             else:
-                yield dumps(_message(item, state))
+                yield frames.frame(item, state)
+            sent += 1
+            if sent % FAIR_SHARE == 0:
+                await asyncio.sleep(0)
 
     def close(self) -> None:
         self.sub.close()
@@ -220,9 +255,13 @@ async def flower_task_events(websocket: WebSocket) -> None:
     sub = ctx.monitor.subscribe(maxsize=ctx.push_queue_size, filter=check)
 
     async def frames() -> AsyncIterator[str]:
+        sent = 0
         async for item in sub:
             if not isinstance(item, Lagged):
                 yield dumps(item).decode()
+                sent += 1
+                if sent % FAIR_SHARE == 0:
+                    await asyncio.sleep(0)
 
     try:
         await _serve_websocket(websocket, frames())
