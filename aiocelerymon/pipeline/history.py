@@ -74,15 +74,17 @@ def task_record(cluster: str, task: Any, limit: int = DEFAULT_FIELD_LIMIT) -> Ta
 def _event_record(cluster: str, event: dict[str, Any], limit: int) -> EventRecord:
     fields = {k: v for k, v in event.items() if k not in _EVENT_SKIP}
     for key in TEXT_FIELDS:
-        if key in fields:
-            fields[key] = truncate(fields[key], limit)
+        value = fields.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            fields[key] = truncate(value, limit)
     stamp = event.get("timestamp")
+    # Not walked for odd values: the adapter's JSON encoder (orjson, C) renders them as text.
     return EventRecord(
         cluster,
         str(event.get("uuid")),
         str(event.get("type")),
         float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None,
-        jsonable(fields),
+        fields,
     )
 
 
