@@ -358,7 +358,7 @@ async def _run(ctx: Context) -> int:
         enable_events=invocation.enable_events,
     )
     try:
-        history = await _open_history(invocation, monitor, client.transport.url.redacted(), ctx)
+        history = await _open_history(invocation, monitor, cluster_name(client), ctx)
     except BaseException:
         sock.close()
         raise
@@ -413,6 +413,23 @@ async def _run(ctx: Context) -> int:
     if server.failure is not None:
         raise CommandError(f"Event ingestion stopped: {server.failure}")
     return EX_OK if server.started else EX_FAILURE
+
+
+def cluster_name(client: Any) -> str:
+    """The name a cluster's stored rows carry: its broker URL without the password, plus the
+    Redis ``global_keyprefix`` and the event exchange when set (other clusters on one server).
+    """
+    transport = client.transport
+    name = str(transport.url.redacted())
+    options = getattr(transport, "transport_options", None) or {}
+    prefix = options.get("global_keyprefix")
+    if prefix:
+        name += f"#keyprefix={prefix}"
+    exchange = getattr(client, "event_settings", None)
+    exchange = getattr(exchange, "event_exchange", None)
+    if exchange and exchange != "celeryev":
+        name += f"#exchange={exchange}"
+    return name
 
 
 async def _open_history(

@@ -59,3 +59,18 @@ def test_default_db_path_is_in_the_users_data_dir(monkeypatch, tmp_path: Path):
     assert (
         default_db_path() == Path.home() / ".local" / "share" / "aiocelerymon" / "history.sqlite3"
     )
+
+
+async def test_cluster_names_tell_key_prefixes_and_exchanges_apart():
+    import aiocelerymon
+    from aiocelerymon.cli.serve import cluster_name
+
+    plain = aiocelerymon.Client("redis://u:pw@127.0.0.1:6379/3")
+    prefixed = aiocelerymon.Client(
+        "redis://u:pw@127.0.0.1:6379/3", broker_transport_options={"global_keyprefix": "staging:"}
+    )
+    exchange = aiocelerymon.Client("redis://u:pw@127.0.0.1:6379/3", event_exchange="ev2")
+    names = {cluster_name(c) for c in (plain, prefixed, exchange)}
+    assert len(names) == 3
+    assert cluster_name(plain) == "redis://u:**@127.0.0.1:6379/3"
+    assert all("pw" not in name for name in names)
