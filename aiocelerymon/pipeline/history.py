@@ -61,7 +61,9 @@ def task_record(cluster: str, task: Any, limit: int = DEFAULT_FIELD_LIMIT) -> Ta
     if worker is not None:
         fields["worker"] = getattr(worker, "hostname", worker)
     for key in TEXT_FIELDS:
-        fields[key] = truncate(fields.get(key), limit)
+        value = fields[key]
+        if value is not None and (value.__class__ is not str or len(value) > limit):
+            fields[key] = truncate(value, limit)
     extra = getattr(task, "__dict__", None)
     if extra:  # fields of custom events (Celery keeps every event key as an attribute)
         for key, value in extra.items():
@@ -72,10 +74,12 @@ def task_record(cluster: str, task: Any, limit: int = DEFAULT_FIELD_LIMIT) -> Ta
 
 
 def _event_record(cluster: str, event: dict[str, Any], limit: int) -> EventRecord:
-    fields = {k: v for k, v in event.items() if k not in _EVENT_SKIP}
+    fields = dict(event)  # a C-level copy; the two keys the row has anyway go
+    fields.pop("uuid", None)
+    fields.pop("local_received", None)
     for key in TEXT_FIELDS:
         value = fields.get(key)
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
+        if value is not None and (value.__class__ is not str or len(value) > limit):
             fields[key] = truncate(value, limit)
     stamp = event.get("timestamp")
     # Not walked for odd values: the adapter's JSON encoder (orjson, C) renders them as text.

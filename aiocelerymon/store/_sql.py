@@ -27,6 +27,7 @@ from aiocelerymon.store._base import (
 
 #: Task fields held in their own columns (indexed, searched); the rest go in ``data``.
 COLUMNS = ("name", "state", "worker", "received", "started", "timestamp", *TEXT_FIELDS)
+_ROW_KEYS = ("uuid", *COLUMNS)
 #: Rows read per round while a query filters in Python (exact ``kwargs:key=value`` pairs).
 SCAN_CHUNK = 500
 
@@ -326,7 +327,9 @@ class SQLStore:
 
 def _task_row(task: TaskRecord) -> tuple[Any, ...]:
     fields = task.fields
-    rest = {k: v for k, v in fields.items() if k not in COLUMNS and k != "uuid"}
+    rest = dict(fields)
+    for key in _ROW_KEYS:
+        rest.pop(key, None)
     return (
         task.cluster,
         task.uuid,
