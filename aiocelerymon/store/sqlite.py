@@ -38,10 +38,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     data TEXT NOT NULL,
     UNIQUE (cluster, uuid)
 );
+-- Each filter of /api/tasks has its index, ending in the default order (newest first).
 CREATE INDEX IF NOT EXISTS tasks_timestamp ON tasks (cluster, timestamp);
-CREATE INDEX IF NOT EXISTS tasks_name ON tasks (cluster, lower(name));
-CREATE INDEX IF NOT EXISTS tasks_state ON tasks (cluster, lower(state));
-CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (cluster, lower(worker));
+CREATE INDEX IF NOT EXISTS tasks_name ON tasks (cluster, lower(name), timestamp);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks (cluster, lower(state), timestamp);
+CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (cluster, lower(worker), timestamp);
 CREATE INDEX IF NOT EXISTS tasks_received ON tasks (cluster, received);
 CREATE INDEX IF NOT EXISTS tasks_started ON tasks (cluster, started);
 CREATE VIRTUAL TABLE IF NOT EXISTS tasks_fts USING fts5(
