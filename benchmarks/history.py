@@ -25,14 +25,16 @@ from typing import Any
 import aiocelerymon
 from aiocelerymon.pipeline import Monitor
 from aiocelerymon.pipeline.history import HistoryWriter
-from aiocelerymon.store import Store
+from aiocelerymon.store import Batch, Store, TaskFilter, TaskRecord
 from aiocelerymon.store.postgresql import PostgreSQLStore
 from aiocelerymon.store.sqlite import SQLiteStore
 
 CHUNK = 1000
 CLUSTER = "bench://history"
 #: Row names of this module (``python -m benchmarks --only history`` replaces them).
-PREFIXES = ("ingest with history,", "history stored", "history size on disk")
+PREFIXES = ("ingest with history,", "history stored", "history size on disk", "history query")
+#: Stored tasks the query rows run against.
+QUERY_TASKS = 1_000_000
 
 
 def _stream(tasks: int) -> list[dict[str, Any]]:
@@ -113,18 +115,77 @@ def _postgres() -> Iterator[str | None]:
         yield None
 
 
+def _query_records(start: int, stop: int, total: int, now: float) -> list[TaskRecord]:
+    return [
+        TaskRecord(
+            CLUSTER,
+            f"{i:08x}-0000-4000-8000-000000000000",
+            {
+                "name": f"proj.tasks.t{i % 20}",
+                "state": "FAILURE" if i % 50 == 0 else "SUCCESS",
+                "worker": f"w{i % 8}@bench",
+                "received": now - total + i,
+                "started": now - total + i + 0.1,
+                "timestamp": now - total + i + 0.2,
+                "args": f"({i}, 'customer-{i % 1000}')",
+                "kwargs": f"{{'order': {i}}}",
+                "result": str(i * 2),
+                "exception": "KeyError('x')" if i % 50 == 0 else None,
+                "runtime": 0.1,
+                "retries": 0,
+            },
+        )
+        for i in range(start, stop)
+    ]
+
+
+#: ``/api/tasks`` queries as the page sends them: (label, filter keywords).
+QUERIES: list[tuple[str, dict[str, Any]]] = [
+    ("newest page", {}),
+    ("state=FAILURE", {"state": "FAILURE"}),
+    ("taskname", {"name": "proj.tasks.t3"}),
+    ("sort_by=-received", {"sort_by": "-received"}),
+    ("search one customer", {"search": "customer-42"}),
+    ("search kwargs:order=4242", {"search": "kwargs:order=4242"}),
+]
+
+
+async def _queries(store: Store, total: int, label: str) -> list[dict[str, Any]]:
+    from aiocelerymon.web.search import parse_query
+
+    now = time.time()
+    for start in range(0, total, 5000):
+        await store.write(Batch(tasks=_query_records(start, min(total, start + 5000), total, now)))
+    rows = []
+    for name, kw in QUERIES:
+        kw = dict(kw)
+        search = parse_query(kw.pop("search", ""))
+        times = []
+        for _ in range(30):
+            begin = time.perf_counter()
+            await store.query_tasks(TaskFilter(CLUSTER, search=search, limit=100, **kw))
+            times.append((time.perf_counter() - begin) * 1e6)
+        times.sort()
+        for pct, value in (("p50", times[len(times) // 2]), ("p95", times[int(len(times) * 0.95)])):
+            rows.append({"name": f"history query {name}, {pct}, {total:,} stored tasks, {label} "
+                                 "(lower is better)",
+                         "unit": "µs", "ours": value, "theirs": None,
+                         "note": "a page of 100"})  # fmt: skip
+    return rows
+
+
 def run(*, quick: bool = False) -> list[dict[str, Any]]:
     tasks = 5_000 if quick else 50_000
     events = _stream(tasks)
     gc.collect()
     gc.freeze()  # the input is not what a receiver holds (as benchmarks/state.py)
     try:
-        return asyncio.run(_run(events, tasks))
+        return asyncio.run(_run(events, tasks, quick))
     finally:
         gc.unfreeze()
 
 
-async def _run(events: list[dict[str, Any]], tasks: int) -> list[dict[str, Any]]:
+async def _run(events: list[dict[str, Any]], tasks: int, quick: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     off = max([(await _ingest(events, None))[0] for _ in range(2)])
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +195,10 @@ async def _run(events: list[dict[str, Any]], tasks: int) -> list[dict[str, Any]]
         size = _sqlite_size(path)
         await sqlite.aclose()
         os.sync()
+        big = SQLiteStore(Path(tmp) / "query.sqlite3")
+        await big.open()
+        query_rows = await _queries(big, 50_000 if quick else QUERY_TASKS, "SQLite")
+        await big.aclose()
     label = f"{tasks:,} tasks, {len(events):,} events"
     rows.append({"name": f"ingest with history, SQLite, {label}", "unit": "events/s",
                  "ours": on, "theirs": off, "note": "vs store off"})  # fmt: skip
@@ -158,7 +223,7 @@ async def _run(events: list[dict[str, Any]], tasks: int) -> list[dict[str, Any]]
             rows.append({"name": "history size on disk per task, PostgreSQL (lower is better)",
                          "unit": "B", "ours": size / tasks, "theirs": None,
                          "note": "tables and indexes"})  # fmt: skip
-    return rows
+    return rows + query_rows
 
 
 if __name__ == "__main__":
