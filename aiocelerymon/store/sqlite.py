@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -99,7 +100,11 @@ class SQLiteStore(SQLStore):
         self.url = f"sqlite:///{self.path}"
         self.busy_timeout = busy_timeout
         self._db: Any = None
-        self._lock = asyncio.Lock()  # one connection: one transaction at a time
+        #: Reads outside a write: their own connection (and thread), so an API query never
+        #: queues behind the writer's statements, and sees only committed rows (WAL).
+        self._reader: Any = None
+        self._in_write: contextvars.ContextVar[bool] = contextvars.ContextVar("w", default=False)
+        self._lock = asyncio.Lock()  # one writer connection: one transaction at a time
 
     async def open(self) -> None:
         try:
@@ -116,15 +121,23 @@ class SQLiteStore(SQLStore):
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
             await db.executescript(SCHEMA)
+            reader = None
+            if self.path != ":memory:":  # (another connection would be another database)
+                reader = await aiosqlite.connect(
+                    self.path, timeout=self.busy_timeout, isolation_level=None
+                )
+                await reader.execute("PRAGMA query_only = ON")
         except BaseException:
             await db.close()
             raise
-        self._db = db
+        self._db, self._reader = db, reader
 
     async def aclose(self) -> None:
         db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        reader, self._reader = self._reader, None
+        for conn in (reader, db):
+            if conn is not None:
+                await conn.close()
 
     def _conn(self) -> Any:
         if self._db is None:
@@ -138,7 +151,10 @@ class SQLiteStore(SQLStore):
         await self._conn().executemany(sql, rows)
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        async with self._conn().execute(sql, tuple(params)) as cursor:
+        conn = self._conn()
+        if self._reader is not None and not self._in_write.get():
+            conn = self._reader
+        async with conn.execute(sql, tuple(params)) as cursor:
             return list(await cursor.fetchall())
 
     # The search index is kept here rather than by triggers: a trigger (or INSERT ... SELECT)
@@ -201,11 +217,14 @@ class SQLiteStore(SQLStore):
         db = self._conn()
         async with self._lock:
             await db.execute("BEGIN IMMEDIATE")
+            token = self._in_write.set(True)
             try:
                 yield
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
+            finally:
+                self._in_write.reset(token)
             await db.execute("COMMIT")
 
     def _text_term(self, field: str | None, value: str) -> tuple[str, list[Any]]:
