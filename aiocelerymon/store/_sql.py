@@ -302,14 +302,11 @@ class SQLStore:
         if field == "state":
             return "lower(state) = ?", [value.lower()]
         if field == "kwargs" and "=" in value:
+            # Narrowed by the longer of key and value (the more selective one as a rule; both
+            # would intersect a key's huge posting list for nothing), checked exactly in Python.
             key, _, item = value.partition("=")
-            parts, params = [], []
-            for piece in (key.strip(), item.strip()):
-                if piece:
-                    sql, args = self._text_term("kwargs", piece)
-                    parts.append(sql)
-                    params += args
-            return ("(" + " AND ".join(parts) + ")" if parts else "1 = 1"), params
+            piece = max(item.strip(), key.strip(), key=len)
+            return self._text_term("kwargs", piece) if piece else ("1 = 1", [])
         return self._text_term(field, value)
 
     @staticmethod
