@@ -302,10 +302,11 @@ class SQLStore:
         if field == "state":
             return "lower(state) = ?", [value.lower()]
         if field == "kwargs" and "=" in value:
-            # Narrowed by the longer of key and value (the more selective one as a rule; both
-            # would intersect a key's huge posting list for nothing), checked exactly in Python.
+            # Narrowed by the value (keys repeat on every task of a kind: intersecting a key's
+            # posting list costs and narrows nothing), by the key only for an empty value;
+            # the pair itself is checked exactly in Python.
             key, _, item = value.partition("=")
-            piece = max(item.strip(), key.strip(), key=len)
+            piece = item.strip() or key.strip()
             return self._text_term("kwargs", piece) if piece else ("1 = 1", [])
         return self._text_term(field, value)
 
