@@ -88,13 +88,21 @@ def _subscribers(url: str, count: int) -> Iterator[list[int]]:
 
     stop = threading.Event()
     received = [0] * (count - 1)
-    conns = [connect(url.replace("http://", "ws://") + "/api/events/ws") for _ in received]
+    # No client keepalive: a starved reader thread must not hang up and skew the load.
+    conns = [
+        connect(url.replace("http://", "ws://") + "/api/events/ws", ping_interval=None)
+        for _ in received
+    ]
 
     def read(i: int) -> None:
-        with contextlib.suppress(Exception):
-            while not stop.is_set():
+        while not stop.is_set():
+            try:
                 conns[i].recv(timeout=1.0)
-                received[i] += 1
+            except TimeoutError:
+                continue  # nothing yet: the stream has not started
+            except Exception:
+                return
+            received[i] += 1
 
     threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(conns))]
     for t in threads:
@@ -132,7 +140,8 @@ def _ingest_rows(redis_url: str, tasks: int, runs: int) -> list[dict[str, Any]]:
     with (
         # History off: Flower keeps none either (benchmarks/history.py measures the store).
         serve(config, "--max-tasks", "100000", "--inspect-timeout", "5", "--db", "none") as ours,
-        flower(config, "--max_tasks=100000") as theirs,
+        # Flower may still be busy when we are done with it: killed, not waited for.
+        flower(config, "--max_tasks=100000", strict=False) as theirs,
         _subscribers(ours.url, SUBSCRIBERS) as received,
         ingest._unlimited_pubsub_buffer(redis_url),
     ):
@@ -203,7 +212,7 @@ def _refresh_rows(redis_url: str, runs: int) -> list[dict[str, Any]]:
         for name in names:
             stack.enter_context(celery_worker(redis_url, name, events=True, config=config))
         ours = stack.enter_context(serve(config, "--inspect-timeout", "5", "--db", "none"))
-        theirs = stack.enter_context(flower(config))
+        theirs = stack.enter_context(flower(config, strict=False))
         for proc in (ours, theirs):
             until(
                 lambda p=proc: httpx.get(p.url + "/api/workers?status=1").json(),

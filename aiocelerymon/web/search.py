@@ -289,7 +289,12 @@ class TaskQuery:
     def run(self, tasks: Iterable[Any]) -> list[Any]:
         """The page of matching tasks, ordered as Flower orders them."""
         checks = self._filters()
-        selected = [t for t in tasks if all(check(t) for check in checks)]
+        if not checks:
+            selected = list(tasks)
+        elif len(checks) == 1:
+            selected = list(filter(checks[0], tasks))
+        else:
+            selected = [t for t in tasks if all(check(t) for check in checks)]
         sort_by, descending = self.sort_by, False
         if sort_by:
             descending = sort_by.startswith("-")
