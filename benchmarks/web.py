@@ -138,7 +138,8 @@ def _ingest_rows(redis_url: str, tasks: int, runs: int) -> list[dict[str, Any]]:
     for _, ev in task_events(tasks, sent=False):
         last_id = ev["uuid"]
     with (
-        serve(config, "--max-tasks", "100000", "--inspect-timeout", "5") as ours,
+        # History off: Flower keeps none either (benchmarks/history.py measures the store).
+        serve(config, "--max-tasks", "100000", "--inspect-timeout", "5", "--db", "none") as ours,
         # Flower may still be busy when we are done with it: killed, not waited for.
         flower(config, "--max_tasks=100000", strict=False) as theirs,
         _subscribers(ours.url, SUBSCRIBERS) as received,
@@ -210,7 +211,7 @@ def _refresh_rows(redis_url: str, runs: int) -> list[dict[str, Any]]:
     with contextlib.ExitStack() as stack:
         for name in names:
             stack.enter_context(celery_worker(redis_url, name, events=True, config=config))
-        ours = stack.enter_context(serve(config, "--inspect-timeout", "5"))
+        ours = stack.enter_context(serve(config, "--inspect-timeout", "5", "--db", "none"))
         theirs = stack.enter_context(flower(config, strict=False))
         for proc in (ours, theirs):
             until(

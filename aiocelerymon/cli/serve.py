@@ -6,6 +6,11 @@ clients from it. Flower's option names and defaults (``--address``, ``--port 555
 ``--purge-offline-workers``, ``--enable-events``), each also read from ``AIOCELERYMON_<NAME>``
 (and Flower's ``FLOWER_<NAME>`` as a fallback, for drop-in use). Ctrl-C and SIGTERM stop it
 cleanly: HTTP connections closed, the event and reply queues removed, exit status 0.
+
+Task history (``--db``, ``AIOCELERYMON_DB``) is on by default, in an SQLite file in the user's
+data directory; ``--db postgresql://...`` shares it, ``--db none`` turns it off. At start the
+State is warmed from it (up to ``--max-tasks``) and the downtime is recorded as a gap; rows are
+keyed by the broker URL (password removed), so one file serves several brokers unmixed.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import importlib
 import ipaddress
 import logging
 import math
+import os
 import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -40,6 +47,7 @@ from aiocelerymon.cli._common import (
     _transport_option,
     build_client,
 )
+from aiocelerymon.store._base import DEFAULT_FIELD_LIMIT
 
 #: Flower's defaults.
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -49,6 +57,18 @@ MAX_TASKS = 100_000
 MAX_WORKERS = 5000
 
 WEB_MISSING = "aiocelerymon serve needs the web extra: pip install 'aiocelerymon[web]'."
+#: ``--db`` values that keep no history.
+NO_DB = frozenset({"none", "off", "false", "no", "0"})
+#: Task history retention defaults: a week, a million tasks.
+DB_MAX_AGE = 7 * 24 * 3600.0
+DB_MAX_TASKS = 1_000_000
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/aiocelerymon/history.sqlite3`` (``~/.local/share`` by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aiocelerymon" / "history.sqlite3"
+
 
 log = logging.getLogger("aiocelerymon.web")
 
@@ -74,6 +94,11 @@ class ServeInvocation(Invocation):
     purge_offline_workers: float | None = None
     enable_events: bool = False
     insecure_no_auth: bool = False
+    #: The store URL; None: the default SQLite file; "none": no history.
+    db: str | None = None
+    db_max_age: float | None = DB_MAX_AGE
+    db_max_tasks: int | None = DB_MAX_TASKS
+    db_field_limit: int = DEFAULT_FIELD_LIMIT
     namespace: argparse.Namespace | None = None
 
 
@@ -124,6 +149,30 @@ def _serve_parser(prog: str) -> _Parser:
         ),
     )  # fmt: skip
     group.add_argument("-h", "--help", action="store_true", help="Show this message and exit.")
+    history = parser.add_argument_group("task history options")
+    history.add_argument(
+        "--db", metavar="URL",
+        help=(
+            "Where task history is kept: sqlite:///PATH (SQLAlchemy's slashes), a file path, "
+            "or postgresql://USER:PASSWORD@HOST/DB; 'none' keeps none. Default: "
+            f"{default_db_path()}. Env AIOCELERYMON_DB."
+        ),
+    )  # fmt: skip
+    history.add_argument(
+        "--db-max-age", metavar="SECONDS",
+        help=f"Delete tasks whose last event is older (default {DB_MAX_AGE:g}; 0: keep).",
+    )  # fmt: skip
+    history.add_argument(
+        "--db-max-tasks", metavar="N",
+        help=f"Keep at most N tasks (default {DB_MAX_TASKS}; 0: no limit).",
+    )  # fmt: skip
+    history.add_argument(
+        "--db-field-limit", metavar="CHARS",
+        help=(
+            "Characters kept of each task's args, kwargs, result, exception and traceback "
+            f"(default {DEFAULT_FIELD_LIMIT})."
+        ),
+    )  # fmt: skip
     security = _security()
     auth = parser.add_argument_group("security options")
     if security is not None:
@@ -177,6 +226,22 @@ def _serve_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> ServeI
     insecure = bool(getattr(sns, "insecure_no_auth", None)) or _env_flag(
         "--insecure-no-auth", "AIOCELERYMON_INSECURE_NO_AUTH"
     )
+    db = pick("db", "DB")
+    db = db.strip() if db is not None else None
+    if db == "":
+        raise UsageError("Invalid value for --db: an empty URL (use 'none' to keep no history).")
+    if db is not None and db.lower() not in NO_DB:
+        try:
+            from aiocelerymon.store import store_for_url
+
+            store_for_url(db)
+        except ValueError as exc:
+            raise UsageError(f"Invalid value for --db: {exc}.") from None
+    max_age = _number("--db-max-age", pick("db_max_age", "DB_MAX_AGE"), float, 0)
+    db_tasks = _number("--db-max-tasks", pick("db_max_tasks", "DB_MAX_TASKS"), int, 0)
+    field_limit = _number(
+        "--db-field-limit", pick("db_field_limit", "DB_FIELD_LIMIT"), int, 1, 10**9
+    )
     return ServeInvocation(
         subcommand="serve",
         app=ns.app or _env("APP", "CELERY_APP", "AIOCELERYMON_APP"),
@@ -194,6 +259,10 @@ def _serve_invocation(ns: argparse.Namespace, sns: argparse.Namespace) -> ServeI
         purge_offline_workers=purge,
         enable_events=bool(enable),
         insecure_no_auth=insecure,
+        db=db,
+        db_max_age=DB_MAX_AGE if max_age is None else (max_age or None),
+        db_max_tasks=DB_MAX_TASKS if db_tasks is None else (db_tasks or None),
+        db_field_limit=field_limit or DEFAULT_FIELD_LIMIT,
         namespace=sns,
     )
 
@@ -294,8 +363,14 @@ async def _run(ctx: Context) -> int:
     collector = MetricsCollector()
     collector.attach(monitor)
     poller = QueuePoller(collector, client, state=monitor.state, timeout=invocation.inspect_timeout)
+    try:
+        history = await _open_history(invocation, monitor, cluster_name(client), ctx)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(
         monitor,
+        history=history,
         security=settings,
         url_prefix=invocation.url_prefix,
         inspect_timeout=invocation.inspect_timeout,
@@ -321,6 +396,8 @@ async def _run(ctx: Context) -> int:
     )
     try:
         with _audit_to_stderr():
+            if history is not None and history.writer is not None:
+                await history.writer.start()  # listening before the first event
             # Started here, not in the app's lifespan: HTTP is up (healthcheck answers) while
             # the monitor still waits for its broker, as Flower's is.
             await monitor.start(wait=False)
@@ -337,9 +414,71 @@ async def _run(ctx: Context) -> int:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await monitor.aclose()
                 await client.aclose()
+        if history is not None:
+            with contextlib.suppress(Exception):
+                if history.writer is not None:
+                    await history.writer.aclose(timeout=CLOSE_TIMEOUT)
+                await history.store.aclose()
     if server.failure is not None:
         raise CommandError(f"Event ingestion stopped: {server.failure}")
     return EX_OK if server.started else EX_FAILURE
+
+
+def cluster_name(client: Any) -> str:
+    """The name a cluster's stored rows carry: its broker URL without the password, plus the
+    Redis ``global_keyprefix`` and the event exchange when set (other clusters on one server).
+    """
+    transport = client.transport
+    name = str(transport.url.redacted())
+    options = getattr(transport, "transport_options", None) or {}
+    prefix = options.get("global_keyprefix")
+    if prefix:
+        name += f"#keyprefix={prefix}"
+    exchange = getattr(client, "event_settings", None)
+    exchange = getattr(exchange, "event_exchange", None)
+    if exchange and exchange != "celeryev":
+        name += f"#exchange={exchange}"
+    return name
+
+
+async def _open_history(
+    invocation: ServeInvocation, monitor: Any, cluster: str, ctx: Context
+) -> Any:
+    """Open the store, warm the State from it (up to ``--max-tasks``), make the writer.
+
+    An explicit ``--db`` that cannot be opened is an error; the default file is only a
+    warning (serving without history beats not serving)."""
+    db = invocation.db
+    if db is not None and db.lower() in NO_DB:
+        return None
+    from aiocelerymon.pipeline.history import History, HistoryWriter, warm_state
+    from aiocelerymon.store import store_for_url
+
+    store = store_for_url(db if db is not None else str(default_db_path()))
+    try:
+        async with asyncio.timeout(30):
+            await store.open()
+            tasks = await store.recent_tasks(cluster, invocation.max_tasks)
+            workers = await store.workers(cluster)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await store.aclose()
+        message = f"Cannot open the task history {store.url}: {exc}"
+        if db is not None:
+            raise CommandError(message, EX_FAILURE) from exc
+        ctx.out.error(f"{message}; serving without history (--db none hides this).")
+        return None
+    warmed = warm_state(monitor.state, tasks, workers)
+    writer = HistoryWriter(
+        monitor,
+        store,
+        cluster=cluster,
+        max_age=invocation.db_max_age,
+        max_count=invocation.db_max_tasks,
+        field_limit=invocation.db_field_limit,
+    )
+    ctx.out.error(f"aiocelerymon serve: task history in {store.url} ({warmed} tasks loaded)")
+    return History(store, cluster, writer, warmed)
 
 
 async def _stop_when_ingestion_fails(monitor: Any, server: _Server) -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from aiocelerymon.pipeline import Monitor
+    from aiocelerymon.pipeline.history import History
 
 __all__ = ["WebContext", "create_app"]
 
@@ -62,6 +63,9 @@ class WebContext:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: One serialization per event for all push connections.
     push_frames: FrameCache = field(default_factory=FrameCache)
+    #: Task history (``aiocelerymon.pipeline.history.History``): routes read tasks no longer
+    #: in memory from its store.
+    history: History | None = None
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -98,6 +102,7 @@ def create_app(
     push_queue_size: int = 1000,
     metrics: ASGIApp | None = None,
     routes: Sequence[BaseRoute] = (),
+    history: History | None = None,
 ) -> Starlette:
     """The web monitor's ASGI app, reading ``monitor``.
 
@@ -108,6 +113,8 @@ def create_app(
         inspect_timeout: total deadline of inspect and control calls, seconds.
         metrics: an ASGI app mounted at ``/metrics`` (``aiocelerymon.metrics``).
         routes: more routes, served next to the API (the page of part 2).
+        history: the task history (store, cluster, writer): ``/api/tasks`` and
+            ``/api/task/info`` also answer from it for tasks no longer in memory.
 
     When served directly, the app's lifespan starts ``monitor`` (unless already running),
     inspects the workers once as Flower does at start, and closes what it started.
@@ -125,6 +132,7 @@ def create_app(
         url_prefix=prefix,
         default_queues=tuple(default_queues),
         push_queue_size=push_queue_size,
+        history=history,
     )
     inner: list[BaseRoute] = [
         Route("/healthcheck", healthcheck, methods=["GET"]),

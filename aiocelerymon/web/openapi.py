@@ -190,6 +190,24 @@ def openapi_document(url_prefix: str = "") -> dict[str, Any]:
                 },
             }
         },
+        "/api/task/events/{taskid}": {
+            "get": {
+                "summary": "A task's stored event timeline (ours: needs the task history).",
+                "tags": ["tasks"],
+                "parameters": [_path("taskid", "Task id.")],
+                "responses": {
+                    "200": _resp("{task-id, events: [{type, timestamp, fields}]}", _json()),
+                    "404": _resp("Unknown task, or no history kept.", _TEXT),
+                },
+            }
+        },
+        "/api/history": {
+            "get": {
+                "summary": "The task history: store, stored tasks, gaps, writer health.",
+                "tags": ["tasks"],
+                "responses": {"200": _resp("{store, cluster, tasks, gaps, writer}", _json())},
+            }
+        },
         "/api/queues/length": {
             "get": {
                 "summary": "Messages waiting in the workers' queues.",

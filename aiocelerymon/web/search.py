@@ -2,15 +2,16 @@
 
 The query language is Flower's (flower/utils/search.py): terms are AND-ed, ``OR`` and
 parentheses group, ``"quoted phrases"`` keep spaces, ``field:value`` narrows a term to one of
-``name state worker args kwargs result`` (``state`` exact, ``kwargs:key=value`` an exact
+``name state worker args kwargs result exception`` (``state`` exact, ``kwargs:key=value`` an exact
 pair, the rest case-insensitive substrings of at least 3 characters); free terms match the
-uuid too. Flower keeps an inverted index updated per event; here a query scans the State's
-tasks once (≈100k dictionary reads), which keeps ingestion free of any indexing cost.
+uuid and the exception too (the exception is ours: Flower does not search it). Flower keeps
+an inverted index updated per event; here a query scans the State's tasks once (≈100k
+dictionary reads), which keeps ingestion free of any indexing cost. With task history on, the
+store answers the same query in SQL for the tasks no longer in memory.
 """
 
 from __future__ import annotations
 
-import ast
 import datetime
 import heapq
 import time
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from aiocelerymon.store import kwargs_pairs
+
 __all__ = ["SORT_KEYS", "QuerySyntaxError", "TaskQuery", "parse_query", "parse_time"]
 
 SORT_KEYS = frozenset({"name", "state", "received", "started"})
-SEARCH_FIELDS = frozenset({"name", "state", "worker", "args", "kwargs", "result"})
+SEARCH_FIELDS = frozenset({"name", "state", "worker", "args", "kwargs", "result", "exception"})
 MIN_SUBSTRING = 3
 MAX_QUERY_LENGTH = 2048
 MAX_TOKENS = 128
@@ -187,18 +190,7 @@ def _text(value: Any) -> str:
     return str(value).casefold()
 
 
-def _kwargs_pairs(value: Any) -> frozenset[str]:
-    mapping = value if isinstance(value, dict) else None
-    if mapping is None and isinstance(value, str) and len(value) < 10_000:
-        try:
-            parsed = ast.literal_eval(value)  # Celery sends kwargs as their repr
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            parsed = None
-        if isinstance(parsed, dict):
-            mapping = parsed
-    if not mapping:
-        return frozenset()
-    return frozenset(f"{_text(k)}={_text(v)}" for k, v in mapping.items())
+_kwargs_pairs = kwargs_pairs
 
 
 def _worker_name(task: Any) -> Any:
@@ -230,7 +222,7 @@ def _matches(node: Node, task: Any) -> bool:
         return any(
             value in _text(v)
             for v in (task.uuid, task.name, task.state, _worker_name(task), task.args,
-                      task.kwargs, task.result)
+                      task.kwargs, task.result, task.exception)
         )  # fmt: skip
     return value in _field(task, field)
 

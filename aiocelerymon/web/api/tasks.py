@@ -11,10 +11,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aiocelerymon.exceptions import AiocelerymonError
+from aiocelerymon.pipeline.history import StoredTask
+from aiocelerymon.store import TaskFilter
 from aiocelerymon.web._http import JSON, Arguments, error
 from aiocelerymon.web.api._common import context, path_param
 from aiocelerymon.web.audit import audit_log
-from aiocelerymon.web.search import QuerySyntaxError, TaskQuery, parse_time
+from aiocelerymon.web.search import QuerySyntaxError, TaskQuery, parse_query, parse_time
 
 #: ``send-task`` body options (Celery's ``send_task`` keywords we carry on the wire).
 SEND_OPTIONS = frozenset({
@@ -65,8 +67,46 @@ async def list_tasks(request: Request) -> Response:
         return JSON({"error": str(exc)}, status_code=400)
     except ValueError as exc:
         raise error(400, str(exc)) from exc
-    page = query.run(list(ctx.monitor.state.tasks.data.values()))
+    memory = ctx.monitor.state.tasks.data
+    candidates: list[Any] = list(memory.values())
+    if ctx.history is not None:
+        candidates += await _from_history(ctx, query, memory)
+    page = query.run(candidates)
     return JSON({str(task.uuid): task_dict(task) for task in page})
+
+
+async def _from_history(ctx: Any, query: TaskQuery, memory: Any) -> list[Any]:
+    """Stored tasks that may make the page, and are not in memory.
+
+    The store is asked for the first ``offset + limit`` matches in the page's order (every
+    filter runs in SQL, on its indexes); the page is then cut from those together with the
+    State's matches, the State's fresher version winning. Tasks changed since the last write
+    (the writer's pending rows) are in memory. Without ``limit``, at most ``max_tasks``
+    stored tasks are added (Flower's unlimited answer is everything in memory).
+    """
+    history = ctx.history
+    cap = ctx.monitor.state.max_tasks_in_memory or 100_000
+    limit = cap if query.limit is None else max(query.offset, 0) + max(query.limit, 0)
+    search = parse_query(query.search)
+    found = await history.store.query_tasks(
+        TaskFilter(
+            cluster=history.cluster,
+            name=query.taskname,
+            state=query.state,
+            worker=query.worker,
+            received_start=query.received_start,
+            received_end=query.received_end,
+            started_start=query.started_start,
+            started_end=query.started_end,
+            search=search,
+            sort_by=query.sort_by,
+            limit=limit,
+        )
+    )
+    extra = [StoredTask(r) for r in found if r.uuid not in memory]
+    # Pending tasks the State has evicted since (their row is not written yet).
+    extra += [t for t in history.pending() if t.uuid not in memory]
+    return extra
 
 
 async def task_types(request: Request) -> Response:
@@ -76,10 +116,53 @@ async def task_types(request: Request) -> Response:
 async def task_info(request: Request) -> Response:
     ctx = context(request)
     taskid = path_param(request, "taskid")
-    task = ctx.monitor.state.tasks.data.get(taskid)
+    task: Any = ctx.monitor.state.tasks.data.get(taskid)
+    if task is None and ctx.history is not None:
+        record = await ctx.history.store.get_task(ctx.history.cluster, taskid)
+        task = None if record is None else StoredTask(record)
     if task is None:
         raise error(404, f"Unknown task '{taskid}'")
     return JSON(task_dict(task))
+
+
+async def task_events(request: Request) -> Response:
+    """``{"task-id": ..., "events": [{type, timestamp, fields}]}``: the stored timeline
+    (ours; Flower keeps none). 404 when no history is kept or the task is unknown to it."""
+    ctx = context(request)
+    taskid = path_param(request, "taskid")
+    if ctx.history is None:
+        raise error(404, "No task history is kept (serve --db)")
+    events = await ctx.history.store.task_events(ctx.history.cluster, taskid)
+    if not events and await ctx.history.store.get_task(ctx.history.cluster, taskid) is None:
+        raise error(404, f"Unknown task '{taskid}'")
+    return JSON(
+        {
+            "task-id": taskid,
+            "events": [
+                {"type": e.type, "timestamp": e.timestamp, "fields": e.fields} for e in events
+            ],
+        }
+    )
+
+
+async def history_info(request: Request) -> Response:
+    """The task history: store, cluster, stored tasks, gaps (downtime), writer health."""
+    ctx = context(request)
+    history = ctx.history
+    if history is None:
+        return JSON({"store": None})
+    store = history.store
+    gaps = await store.gaps(history.cluster)
+    return JSON(
+        {
+            "store": store.url,
+            "cluster": history.cluster,
+            "tasks": await store.count_tasks(history.cluster),
+            "warmed": history.warmed,
+            "gaps": [{"start": g.start, "end": g.end, "reason": g.reason} for g in gaps],
+            "writer": None if history.writer is None else history.writer.stats.as_dict(),
+        }
+    )
 
 
 async def queue_lengths(request: Request) -> Response:
@@ -159,5 +242,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/task/types", task_types, methods=["GET"]),
         Route("/api/queues/length", queue_lengths, methods=["GET"]),
         Route("/api/task/info/{taskid:path}", task_info, methods=["GET"]),
+        Route("/api/task/events/{taskid:path}", task_events, methods=["GET"]),
+        Route("/api/history", history_info, methods=["GET"]),
         Route("/api/task/send-task/{taskname:path}", send_task, methods=["POST"]),
     ]
