@@ -32,7 +32,7 @@ from aiocelerymon.web.openapi import openapi_document
 from aiocelerymon.web.push import FrameCache
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from aiocelerymon.pipeline import Monitor
     from aiocelerymon.pipeline.history import History
@@ -144,9 +144,10 @@ def create_app(
         *page.routes(),  # last: the page's "/" and "/static" never shadow a route given above
     ]
     if metrics is not None:
-        # A Route, not a Mount: a Mount answers /metrics with a redirect to /metrics/. An
-        # endpoint that is not a function is called as an ASGI app (GET/HEAD, 405 otherwise).
-        inner.append(Route("/metrics", metrics))
+        # A Route, not a Mount: a Mount answers /metrics with a redirect to /metrics/. Starlette
+        # calls a plain function as a request handler, so any ASGI callable is wrapped in an
+        # object, which it calls as an ASGI app (GET/HEAD, 405 otherwise).
+        inner.append(Route("/metrics", _ASGIEndpoint(metrics)))
     top: list[BaseRoute] = [Mount(prefix, routes=inner)] if prefix else inner
 
     @contextlib.asynccontextmanager
@@ -185,3 +186,13 @@ async def _first_inspect(ctx: WebContext) -> None:
         await ctx.inspector.first(min(ctx.inspect_timeout, FIRST_INSPECT_TIMEOUT))
     except Exception as exc:  # the next refresh=1 tries again
         log.warning("first inspection of the workers failed: %s", exc)
+
+
+class _ASGIEndpoint:
+    """An ASGI callable that Starlette's ``Route`` serves as an app, whatever its kind."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)

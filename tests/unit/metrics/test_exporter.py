@@ -154,7 +154,9 @@ async def test_a_taken_port_is_a_clear_error() -> None:
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    # A loopback Host: serve refuses other names when no auth is configured (DNS rebinding).
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    writer.write(request.encode())
     await writer.drain()
     data = await reader.read()
     writer.close()
