@@ -138,11 +138,13 @@ class SharedClusters:
     """Two workers of the test app per variant (task events on, the variant's settings), started
     on first use and kept for the session.
 
-    The interop modules that need no more than that (the CLI, the seam, the event stream)
-    share them instead of each starting and stopping its own: a cluster costs 5-10 s to start
-    and a few to stop on a busy 2-core machine, once per module and variant before. Tests on
-    them leave no state another one depends on (the modules that change workers' state, such
-    as the pool size or the events switch, keep clusters of their own).
+    The interop modules that need no more than that (the CLI and the seam) share them
+    instead of each starting and stopping its own: a cluster costs 5-10 s to start and a few
+    to stop on a busy 2-core machine, once per module and variant before. Tests on them leave
+    no state another one depends on. The modules that change workers' state (control: pool
+    size, events switch, shutdown), count nodes (node) or kill pool processes (the event
+    stream's revoke with SIGKILL, which with one process per worker left a retried task
+    waiting in 1 of 3 full runs) keep clusters of their own.
     """
 
     def __init__(self, request: pytest.FixtureRequest) -> None:

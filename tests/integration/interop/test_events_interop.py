@@ -8,14 +8,15 @@ State and to Celery's own ``celery.events.state.State`` side by side: same final
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from aiocelerymon.events.state import State
-from tests.support.celery_worker import CeleryWorker
-from tests.support.interop import VARIANTS, SharedClusters, Variant
+from tests.support.celery_worker import CeleryWorker, celery_worker
+from tests.support.interop import VARIANTS, Variant, variant_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
@@ -27,11 +28,7 @@ APP = "tests.integration.celery_app"
 class Cluster:
     variant: Variant
     url: str
-    workers: list[CeleryWorker]
-
-    @property
-    def nodes(self) -> list[str]:
-        return [w.hostname for w in self.workers]
+    worker: CeleryWorker
 
     def celery_app(self) -> Any:
         from celery import Celery
@@ -44,11 +41,14 @@ class Cluster:
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
-def cluster(request: pytest.FixtureRequest, shared_clusters: SharedClusters) -> Cluster:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     variant: Variant = request.param
-    # Two workers: the long task being revoked must not block the others.
-    url, started = shared_clusters.get(variant)
-    return Cluster(variant, url, started)
+    # Two pool processes: the long task being revoked must not block the others.
+    with (
+        variant_url(request, variant) as url,
+        celery_worker(url, f"ev.{variant.id}@interop", concurrency=2, config=variant.config()) as w,
+    ):
+        yield Cluster(variant, url, w)
 
 
 def _send_tasks(cluster: Cluster) -> dict[str, str]:
@@ -105,13 +105,12 @@ async def test_task_lifecycles_end_in_the_right_states(cluster: Cluster) -> None
         assert ours.tasks[ids[key]].state == state, key
         assert theirs.tasks[ids[key]].state == state, key
     ok = ours.tasks[ids["ok"]]
-    assert (ok.result, ok.name) == ("4", f"{APP}.add")
-    assert ok.worker.hostname in cluster.nodes
+    assert (ok.result, ok.name, ok.worker.hostname) == ("4", f"{APP}.add", cluster.worker.hostname)
     assert "RuntimeError" in ours.tasks[ids["failed"]].exception
     assert ours.tasks[ids["retried"]].retried is not None  # it went through RETRY
     assert ours.tasks[ids["progress"]].current == 2  # custom event fields are kept
     assert ours.tasks[ids["revoked"]].terminated is True
-    worker = ours.workers[ok.worker.hostname]
+    worker = ours.workers[cluster.worker.hostname]
     assert worker.alive and worker.sw_ident == "py-celery"
     assert ours.task_count == theirs.task_count
     assert sorted(ours.task_types()) == sorted(theirs.task_types())
