@@ -239,6 +239,8 @@ positive_float = numeric(float, 0.0, inclusive=False)
 positive_int = numeric(int, 1, inclusive=True)
 #: Counts where 0 means something (e.g. "none").
 non_negative_int = numeric(int, 0, inclusive=True)
+#: Waits where 0 means "do not wait" (``result --wait``, ``migrate -t``).
+non_negative_float = numeric(float, 0.0, inclusive=True)
 
 
 def positive_rate(text: str) -> str:

@@ -35,8 +35,9 @@ from aiocelerymon.cli._common import (
     _env,
     _Parser,
     _transport_option,
+    non_negative_float,
+    non_negative_int,
 )
-from aiocelerymon.cli._numeric import count, seconds
 from aiocelerymon.cli._output import Output
 from aiocelerymon.exceptions import AiocelerymonError, ProtocolError
 from aiocelerymon.transports import (
@@ -68,9 +69,11 @@ def _parser(prog: str) -> _Parser:
         ),
     )
     group = parser.add_argument_group("migration options")
-    group.add_argument("-n", "--limit", metavar="N", type=count, help="Number of tasks to consume.")
     group.add_argument(
-        "-t", "--timeout", metavar="SECONDS", type=seconds, default=1.0,
+        "-n", "--limit", metavar="N", type=non_negative_int, help="Number of tasks to consume."
+    )
+    group.add_argument(
+        "-t", "--timeout", metavar="SECONDS", type=non_negative_float, default=1.0,
         help="Timeout in seconds waiting for tasks (default 1.0).",
     )  # fmt: skip
     group.add_argument(

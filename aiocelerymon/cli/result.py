@@ -31,8 +31,8 @@ from aiocelerymon.cli._common import (
     _env,
     _env_flag,
     _Parser,
+    non_negative_float,
 )
-from aiocelerymon.cli._numeric import seconds
 from aiocelerymon.exceptions import AiocelerymonError, ConfigurationError
 from aiocelerymon.results import Results, ResultSettings, TaskResult
 
@@ -56,7 +56,7 @@ def _parser(prog: str) -> _Parser:
     group.add_argument(
         "--wait",
         metavar="SECONDS",
-        type=seconds,
+        type=non_negative_float,
         default=0.0,
         help="Wait up to SECONDS for a task that is not ready yet (default 0: answer at once).",
     )

@@ -139,9 +139,9 @@ async def test_pickled_bodies_move_but_are_never_decoded(brokers: tuple[str, str
     ("args", "message"),
     [
         (["migrate", "memory://a"], "Missing argument 'DESTINATION'."),
-        (["migrate", "-n", "-1", "memory://a", "memory://b"], "must be >= 0"),
-        (["migrate", "-n", "x", "memory://a", "memory://b"], "is not a whole number"),
-        (["migrate", "-t", "inf", "memory://a", "memory://b"], "finite number"),
+        (["migrate", "-n", "-1", "memory://a", "memory://b"], "is not an integer at least 0"),
+        (["migrate", "-n", "x", "memory://a", "memory://b"], "is not an integer"),
+        (["migrate", "-t", "inf", "memory://a", "memory://b"], "is not a number at least 0"),
         (["migrate", "-Q", ":x", "memory://a", "memory://b"], "bad queue"),
     ],
 )
