@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from aiocelerymon._sqlite import open_sqlite
 from aiocelerymon.exceptions import ConfigurationError
 from aiocelerymon.results._base import (
     PickledResultError,
@@ -103,36 +104,6 @@ def _missing_table(table: str) -> ResultBackendError:
     )
 
 
-async def _open_sqlite(uri: str) -> Any:
-    """``aiosqlite.connect(uri)`` whose worker thread never outlives the event loop.
-
-    aiosqlite runs each connection on a thread that answers through the loop. When connecting
-    fails or is cancelled (our timeout), aiosqlite stops that thread without waiting for it, and
-    a thread that answers after the loop closed dies with "Event loop is closed". So the open
-    runs shielded: on failure the thread is joined, on cancellation a connection opened meanwhile
-    is closed, before the error propagates.
-    """
-    import aiosqlite
-
-    connection = aiosqlite.connect(uri, uri=True)
-
-    async def opened() -> Any:
-        return await connection
-
-    opening = asyncio.ensure_future(opened())
-    try:
-        return await asyncio.shield(opening)
-    except BaseException:
-        # Cancelled while opening: let the connector finish (a local sqlite3.connect is quick).
-        await asyncio.wait([opening])
-        if not opening.cancelled() and opening.exception() is None:
-            await connection.close()  # waits for the thread to stop
-        else:
-            # aiosqlite queued the thread's stop itself; wait until it has run.
-            await asyncio.to_thread(connection._thread.join)
-        raise
-
-
 class SQLiteResultBackend:
     """``db+sqlite:///relative/path`` or ``db+sqlite:////absolute/path``, opened read-only."""
 
@@ -161,7 +132,7 @@ class SQLiteResultBackend:
             uri = f"file:{self.path}?mode=ro"
             try:
                 async with asyncio.timeout(QUERY_TIMEOUT):
-                    connection = await _open_sqlite(uri)
+                    connection = await open_sqlite(uri, uri=True)
             except Exception as exc:
                 raise ResultBackendError(f"cannot open the {self._label}: {exc}") from exc
             connection.row_factory = aiosqlite.Row

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiocelerymon._sqlite import open_sqlite
 from aiocelerymon.store._base import SEARCH_COLUMNS
 from aiocelerymon.store._sql import SQLStore, escape_like
 
@@ -108,14 +109,14 @@ class SQLiteStore(SQLStore):
 
     async def open(self) -> None:
         try:
-            import aiosqlite
+            import aiosqlite  # noqa: F401 - the driver open_sqlite uses; a clear error if missing
         except ImportError as exc:  # pragma: no cover - the sqlite extra
             raise RuntimeError(
                 "the SQLite store needs aiosqlite: pip install 'aiocelerymon[sqlite]'"
             ) from exc
         if self.path != ":memory:":
             await asyncio.to_thread(_make_parent, self.path)
-        db = await aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        db = await open_sqlite(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
@@ -123,7 +124,7 @@ class SQLiteStore(SQLStore):
             await db.executescript(SCHEMA)
             reader = None
             if self.path != ":memory:":  # (another connection would be another database)
-                reader = await aiosqlite.connect(
+                reader = await open_sqlite(
                     self.path, timeout=self.busy_timeout, isolation_level=None
                 )
                 await reader.execute("PRAGMA query_only = ON")
