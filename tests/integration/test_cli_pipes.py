@@ -106,7 +106,8 @@ async def events_flowing(namespace: BrokerNamespace) -> AsyncIterator[None]:
     [
         (["events", "--dump"], BANNER),
         (["events", "--dump", "--json"], "{"),
-        (["events", "--camera", f"{__name__}.PrintingCamera", "-F", "0.05"], "shot: "),
+        # Celery's evcam banner comes first; the shots after it meet the closed pipe.
+        (["events", "--camera", f"{__name__}.PrintingCamera", "-F", "0.05"], "-> evcam: "),
     ],
     ids=["dump", "json", "camera"],
 )

@@ -229,11 +229,11 @@ async def test_purge_refuses_kombus_event_and_unacked_names(
     assert case.ready_and_unacked(queue) == (2, 0)  # refused before anything was deleted
 
 
+# Only Redis keeps other kinds of keys beside its queues: run on it alone (never a skip).
+@pytest.mark.parametrize("case", ["redis"], indirect=True)
 async def test_redis_purge_never_deletes_a_key_that_is_not_a_list(case: Case) -> None:
     """kombu's binding set, a string, a hash, a zset under a queue's name (or under one of
     its priority lists' names): refused, nothing deleted, and `queues` says what it is."""
-    if case.kind != "redis":
-        pytest.skip("only Redis keeps other kinds of keys beside its queues")
     queue = f"tasks-{uuid.uuid4().hex[:6]}"
     app = celery_app(case.url)
     send_tasks(app, queue, 4)  # priorities 0, 3, 6, 9: the base list and its step lists

@@ -142,6 +142,9 @@ def celery_exporter(
     broker_url: str, tmp: Path, *, options: Sequence[str] = ()
 ) -> contextlib.AbstractContextManager[ExporterProcess]:
     """celery-exporter (``prometheus-exporter-celery``) on ``broker_url``."""
+    missing = celery_exporter_missing()
+    if missing is not None:  # a failure with a reason, never a skip
+        raise RuntimeError(f"{missing}: the Celery 5.6 interop session installs it")
     port = free_port()
     argv = [sys.executable, "-c", "from src.cli import cli; cli()", "--broker-url", broker_url,
             *_LISTEN, str(port), *options]  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import celery
 import pytest
 
 from tests.support.interop import SharedClusters, Variant
@@ -17,8 +18,29 @@ from tests.support.interop import SharedClusters, Variant
 _open: list[SharedClusters] = []
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on shared clusters first (a stable sort: every other order is kept)."""
+def _not_for_this_run(item: pytest.Item) -> bool:
+    """A test marked for other Celery minors, or for another broker variant than its own.
+
+    Such tests are deselected, never skipped: a skip in CI must mean something could not run.
+    """
+    minors = item.get_closest_marker("celery_minors")
+    if minors is not None and ".".join(celery.__version__.split(".")[:2]) not in minors.args:
+        return True
+    only = item.get_closest_marker("only_variant")
+    callspec = getattr(item, "callspec", None)
+    if only is not None and callspec is not None:
+        variants = [p for p in callspec.params.values() if isinstance(p, Variant)]
+        return bool(variants) and all(v.id not in only.args for v in variants)
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect what is not for this run; then tests on shared clusters first (a stable sort:
+    every other order is kept)."""
+    dropped = [item for item in items if _not_for_this_run(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
     items.sort(key=lambda item: "shared_clusters" not in getattr(item, "fixturenames", ()))
 
 

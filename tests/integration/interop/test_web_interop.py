@@ -34,7 +34,6 @@ from typing import Any
 import celery
 import httpx
 import pytest
-from packaging.version import Version
 from websockets.sync.client import connect as ws_connect
 
 from aiocelerymon.events import EventDispatcher
@@ -45,9 +44,7 @@ from tests.support.web import Process, flower, serve, until
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.interop,
-    pytest.mark.skipif(
-        Version(celery.__version__) < Version("5.6"), reason="the web API is tested on 5.6+"
-    ),
+    pytest.mark.celery_minors("5.6", "5.7"),  # the web API is tested on 5.6+
 ]
 
 DEADLINE = 60.0
@@ -61,9 +58,7 @@ VOLATILE_STATS = frozenset({"uptime", "rusage", "clock", "pool"})
 VOLATILE_TASK = frozenset({"clock"})
 WEB_VARIANTS = [p for p in VARIANTS if p.id in ("redis-db-prefix", "amqp-vhost-ops")]
 #: What does not depend on the workers' Celery version runs on the newest minor only.
-newest_only = pytest.mark.skipif(
-    Version(celery.__version__) < Version("5.7"), reason="version-independent: runs on 5.7"
-)
+newest_only = pytest.mark.newest_minor
 
 
 @dataclass
@@ -517,9 +512,8 @@ def test_a_stalled_websocket_does_not_hold_ingestion_or_lose_events(web: Web) ->
 
 
 @newest_only
+@pytest.mark.only_variant("redis-db-prefix")  # one broker is enough: the same app on either
 def test_schemathesis_finds_no_server_error(web: Web, tmp_path: Any) -> None:
-    if web.variant.broker != "redis":
-        pytest.skip("one broker is enough: the same app on either")
     # Its own server with a short deadline: fuzzed worker names nobody answers to cost it.
     with serve(web.config, "--inspect-timeout", "0.3") as fuzzed:
         proc = subprocess.run(
