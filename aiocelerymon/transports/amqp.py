@@ -630,6 +630,7 @@ class AmqpTransport(TransportBase):
 
     async def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
+        publisher = self._shared.get("publish")
         self._shared = {}
         self._getters = {}
         self._declared = set()
@@ -639,6 +640,13 @@ class AmqpTransport(TransportBase):
         # Bounded: closing waits for the broker's Close-Ok, which a dead peer never sends.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.connect_timeout):
+                if publisher is not None and not publisher.is_closed:
+                    # Publishes leave their frames in aiormq's writer queue (wait=False), and a
+                    # close right after could drop them: a cast such as `control shutdown`
+                    # never arrived. A round trip on the same channel returns only once the
+                    # broker has read what came before it (py-amqp, Celery's, writes at once).
+                    raw = await publisher.get_underlay_channel()
+                    await raw.basic_qos(prefetch_count=0)
                 await connection.close()
 
     def _require_connection(self) -> aio_pika.Connection:
