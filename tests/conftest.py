@@ -7,7 +7,9 @@ Registering it a second time (under its module name) would make pytest raise.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from aiocelerymon.testing import plugin
 # (servers started by module fixtures share their module's).
 _SESSION_DATA = tempfile.mkdtemp(prefix="aiocelerymon-test-data-")
 os.environ["XDG_DATA_HOME"] = _SESSION_DATA
+atexit.register(shutil.rmtree, _SESSION_DATA, ignore_errors=True)  # left nothing behind
 
 
 @pytest.fixture(scope="module", autouse=True)
